@@ -1,0 +1,250 @@
+"""`expe` command line: one subcommand per workflow step, each with --help.
+
+Every user-caused failure (ExpeError) prints one line `expe: error: ...` and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import ConfigError, ExpeError
+
+
+def _config(args) -> dict:
+    from . import config as C
+
+    return C.load(args.config)
+
+
+def _progress(args) -> bool:
+    return not getattr(args, "no_progress", False)
+
+
+def cmd_validate(args):
+    from . import config as C
+
+    cfg = C.load(args.config)
+    print(f"{args.config}: valid ({len(cfg['models'])} models: {', '.join(cfg['models'])})")
+
+
+def cmd_corpus(args):
+    from .data import collect
+
+    m = collect(_config(args), args.out, progress=_progress(args))
+    sp = m["splits"]
+    print(f"corpus: {m['documents_kept']} documents, {m['tokens_kept']} tokens ({m['length_unit']}); "
+          f"train/dev/test docs {sp['train']['docs']}/{sp['dev']['docs']}/{sp['test']['docs']}")
+
+
+def cmd_tokenizer(args):
+    from .data import build_tokenizer
+
+    info = build_tokenizer(_config(args), args.corpus, args.out, threads=args.threads)
+    print(f"tokenizer: {info['path']} ({info['type']}, vocab {info['vocab_size']})")
+
+
+def cmd_shards(args):
+    from .data import build_shards
+
+    s = build_shards(_config(args), args.corpus, args.tokenizer, args.out, threads=args.threads,
+                     progress=_progress(args))
+    for split, v in s["splits"].items():
+        print(f"{split}: {v['n_docs']} docs, {v['n_tokens']} tokens")
+
+
+def _spec(args) -> dict:
+    from . import config as C
+
+    if args.spec:
+        try:
+            return json.loads(args.spec)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--spec: not valid JSON ({e})") from None
+    if not (args.config and args.model):
+        raise ConfigError("train: give --config FILE --model NAME, or --spec JSON")
+    return C.model_spec(C.load(args.config), args.model)
+
+
+def cmd_train(args):
+    from .train import train
+
+    spec = _spec(args)
+    ckpt = args.checkpoints or str(Path(args.out) / "checkpoints")
+    r = train(spec, args.data, args.out, ckpt, threads=args.threads, device=args.device,
+              stop_after=args.stop_after, progress=_progress(args))
+    if "stopped_at" in r:
+        print(f"stopped after step {r['stopped_at']} (checkpoint in {ckpt})")
+    else:
+        print(f"{spec['name']}: final train loss {r['final_train_loss']:.4f}, {r['train_seconds']:.1f} s, "
+              f"{r['param_counts']['total']:,} parameters -> {args.out}")
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for p in pairs or []:
+        key, sep, value = p.partition("=")
+        if not sep:
+            raise ConfigError(f"--pe: expected KEY=VALUE, got {p!r}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise ConfigError(f"--pe {key}: value must be a number, got {value!r}") from None
+    return out
+
+
+def cmd_evaluate(args):
+    from .evaluate import evaluate
+    from .io import write_json
+
+    multiples = [int(x) for x in args.multiples.split(",")]
+    r = evaluate(args.model_dir, args.data, multiples, split=args.split, pe_overrides=_overrides(args.pe),
+                 max_tokens=args.max_tokens, batch_size=args.batch_size, device=args.device,
+                 threads=args.threads, progress=_progress(args))
+    r["variant"] = args.variant
+    write_json(args.out, r)
+    for row in r["results"]:
+        print(f"ev={row['ev']:>2} length {row['length']:>6}: loss {row['loss']:.4f} "
+              f"({row['windows']} windows, {row['tokens']} tokens)")
+
+
+def cmd_params(args):
+    from .model import PAPER_PARAMS, PRESETS, Transformer, preset
+
+    names = [args.preset] if args.preset else list(PRESETS)
+    for n in names:
+        m = Transformer(preset(n, pe={"name": "nope"}))
+        c = m.param_counts()
+        paper = PAPER_PARAMS.get(n)
+        ref = f"  (paper: {paper[0] / 1e6:.0f}M" + (f", {paper[1] / 1e6:.0f}M non-embedding)" if paper[1] else ")") if paper else ""
+        print(f"{n:12s} total {c['total'] / 1e6:8.2f}M  without input embedding {c['non_embedding'] / 1e6:8.2f}M{ref}")
+
+
+def cmd_benchmark(args):
+    from .benchmarks import run_benchmarks
+
+    run_benchmarks(args.model_dir, args.tokenizer, args.tasks.split(","), args.out, num_fewshot=args.num_fewshot,
+                   limit=args.limit, batch_size=args.batch_size, pe_overrides=_overrides(args.pe),
+                   include_path=args.include_path, device=args.device, threads=args.threads)
+
+
+def cmd_tables(args):
+    from .tables import build_all
+
+    build_all(_config(args), args.config, args.results, args.out)
+
+
+def cmd_plots(args):
+    from .plots import build_plots
+
+    build_plots(_config(args), args.results, args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="expe", description="ExPE reproduction: data, training, evaluation, tables.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, fn, help_):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    def common(sp, config=True, threads=True):
+        if config:
+            sp.add_argument("--config", required=True, help="workflow config YAML (config/config.yaml)")
+        if threads:
+            sp.add_argument("--threads", type=int, default=1, help="CPU threads / encoding processes")
+        sp.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+
+    sp = add("validate", cmd_validate, "validate a config file and print its model entries")
+    sp.add_argument("config")
+
+    sp = add("corpus", cmd_corpus, "stream the source, keep documents >= min_tokens up to token_budget, split")
+    common(sp, threads=False)
+    sp.add_argument("--out", required=True, help="corpus folder (train/dev/test.jsonl, manifest.json)")
+
+    sp = add("tokenizer", cmd_tokenizer, "train a sentencepiece BPE tokenizer on the train split, or load one")
+    common(sp)
+    sp.add_argument("--corpus", required=True)
+    sp.add_argument("--out", required=True, help="path of the tokenizer.model to write")
+
+    sp = add("shards", cmd_shards, "encode every split into token shards with a document index")
+    common(sp)
+    sp.add_argument("--corpus", required=True)
+    sp.add_argument("--tokenizer", required=True)
+    sp.add_argument("--out", required=True)
+
+    sp = add("train", cmd_train, "train one model entry (resumes from its latest checkpoint)")
+    sp.add_argument("--config", help="config YAML (with --model)")
+    sp.add_argument("--model", help="model entry name in the config")
+    sp.add_argument("--spec", help="resolved model spec as JSON (what the workflow passes)")
+    sp.add_argument("--data", required=True, help="shards folder")
+    sp.add_argument("--out", required=True, help="folder for model.safetensors, config.json, metrics.jsonl")
+    sp.add_argument("--checkpoints", help="checkpoint folder (default: <out>/checkpoints)")
+    sp.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    sp.add_argument("--stop-after", type=int, help="stop (with a checkpoint) after this many steps")
+    common(sp, config=False)
+
+    sp = add("evaluate", cmd_evaluate, "loss at ev = k x training length over non-overlapping windows")
+    sp.add_argument("--model-dir", required=True)
+    sp.add_argument("--data", required=True, help="shards folder")
+    sp.add_argument("--out", required=True, help="result JSON")
+    sp.add_argument("--multiples", default="1,2,4,8,16", help="comma-separated ev multiples")
+    sp.add_argument("--split", default="test", choices=["dev", "test"])
+    sp.add_argument("--pe", action="append", metavar="KEY=VALUE",
+                    help="inference-time encoding option, e.g. scale=0.5 (ExPE) or interpolation=2 (RoPE)")
+    sp.add_argument("--variant", default="base", help="label stored in the result")
+    sp.add_argument("--max-tokens", type=int, help="score about this many tokens per length (evenly spaced windows)")
+    sp.add_argument("--batch-size", type=int, default=8)
+    sp.add_argument("--device", default="auto")
+    common(sp, config=False)
+
+    sp = add("params", cmd_params, "print the parameter counts of the architecture presets")
+    sp.add_argument("--preset", help="one preset (default: all)")
+
+    sp = add("benchmark", cmd_benchmark, "run lm-evaluation-harness tasks on a trained model")
+    sp.add_argument("--model-dir", required=True)
+    sp.add_argument("--tokenizer", required=True)
+    sp.add_argument("--tasks", default="hellaswag,mmlu,arc_challenge,arc_easy")
+    sp.add_argument("--out", required=True, help="result JSON")
+    sp.add_argument("--num-fewshot", type=int, default=0)
+    sp.add_argument("--limit", type=int)
+    sp.add_argument("--batch-size", type=int, default=8)
+    sp.add_argument("--pe", action="append", metavar="KEY=VALUE")
+    sp.add_argument("--include-path", help="folder of extra task YAMLs")
+    sp.add_argument("--device", default="auto")
+    common(sp, config=False)
+
+    sp = add("tables", cmd_tables, "regenerate the paper's tables (Markdown, LaTeX, CSV) from results")
+    common(sp, threads=False)
+    sp.add_argument("--results", required=True, help="results/<run_name> folder")
+    sp.add_argument("--out", required=True, help="tables folder")
+
+    sp = add("plots", cmd_plots, "draw the paper's plots (PNG and PDF) from results")
+    common(sp, threads=False)
+    sp.add_argument("--results", required=True)
+    sp.add_argument("--out", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        args.fn(args)
+    except ExpeError as e:
+        print(f"expe: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("expe: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

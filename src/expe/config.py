@@ -1,0 +1,222 @@
+"""Configuration: load YAML, validate against the schema (filling its defaults), check what a
+schema cannot (l <= d, references between sections, window lengths), and resolve one model
+entry into the *spec* that `expe train` runs. Every problem is one line naming the key."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+from dataclasses import fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .encodings import REGISTRY
+from .errors import ConfigError
+from .model import PRESETS, ModelConfig
+from .train import TrainConfig
+
+
+def schema() -> dict[str, Any]:
+    text = resources.files("expe").joinpath("resources/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _with_defaults(validator_class):
+    """jsonschema validator that fills `default` values into the instance (as Snakemake does)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft7Validator)
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _describe(err: jsonschema.ValidationError) -> str:
+    """One line for a jsonschema error: the key, what is wrong, what is allowed."""
+    where = _key(err.absolute_path)
+    v, kind = err.validator, err.validator_value
+    if v == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = list(err.schema.get("properties", {}))
+        extra = [k for k in err.instance if k not in allowed]
+        bad = extra[0] if extra else "?"
+        hint = difflib.get_close_matches(str(bad), allowed, n=1)
+        prefix = f"{where}.{bad}" if err.absolute_path else str(bad)
+        return f"{prefix}: unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "") + (
+            f"; allowed: {', '.join(allowed)}" if allowed else ""
+        )
+    if v == "enum":
+        return f"{where}: {err.instance!r} is not allowed (allowed: {', '.join(map(str, kind))})"
+    if v == "type":
+        want = " or ".join(kind) if isinstance(kind, list) else kind
+        return f"{where}: must be of type {want}, got {err.instance!r}"
+    if v == "required":
+        missing = [k for k in kind if k not in err.instance]
+        return f"{where}: missing required key {missing[0]!r}"
+    if v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[v]
+        return f"{where}: must be {op} {kind}, got {err.instance!r}"
+    if v == "pattern":
+        return f"{where}: {err.instance!r} must match {kind}"
+    return f"{where}: {err.message}"
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate `config` in place (defaults filled) and return it; raise ConfigError on the first problem."""
+    if not isinstance(config, dict):
+        raise ConfigError("config: must be a mapping of keys to values")
+    errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.path)))
+    if errors:
+        # prefer the most specific error (deepest path) for a clear message
+        raise ConfigError(_describe(max(errors, key=lambda e: len(e.absolute_path))))
+    _semantic_checks(config)
+    return config
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file {p} not found")
+    try:
+        cfg = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if overrides:
+        cfg = deep_merge(cfg, overrides)
+    return validate(cfg)
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def architecture(config: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+    archs = config.get("architectures", {})
+    if name in archs:
+        arch = dict(archs[name])
+        base = PRESETS[arch.pop("preset")] if "preset" in arch else {}
+        merged = {**base, **arch}
+    elif name in PRESETS:
+        merged = dict(PRESETS[name])
+    else:
+        allowed = ", ".join(list(archs) + list(PRESETS))
+        raise ConfigError(f"{where}: unknown architecture {name!r} (allowed: {allowed})")
+    merged.pop("vocab_size", None)  # taken from the tokenizer
+    merged.pop("seq_len", None)  # taken from train.seq_len
+    return merged
+
+
+def model_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """Everything that determines one trained model: the input of `expe train`."""
+    models = config["models"]
+    if name not in models:
+        raise ConfigError(f"models: no entry {name!r} (entries: {', '.join(models)})")
+    entry = models[name]
+    train = {f.name: f.default for f in fields(TrainConfig)}
+    train.update(config.get("train", {}))
+    train.update(entry.get("train", {}))
+    train["betas"] = list(train["betas"])
+    return {
+        "name": name,
+        "seed": entry.get("seed", config.get("seed", 1234)),
+        "model": {**architecture(config, entry["architecture"], f"models.{name}.architecture"), "pe": dict(entry["pe"])},
+        "train": train,
+    }
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """'model' or 'model@variant' -> (model, variant); the plain model is variant 'base'."""
+    model, _, variant = ref.partition("@")
+    return model, variant or "base"
+
+
+def eval_variants(config: dict[str, Any], model: str) -> list[str]:
+    """'base' plus every inference-time variant that lists this model."""
+    variants = config.get("eval", {}).get("variants", {})
+    return ["base"] + [v for v, spec in variants.items() if model in spec["models"]]
+
+
+def _semantic_checks(config: dict[str, Any]) -> None:
+    models = config["models"]
+    for name in models:
+        spec = model_spec(config, name)
+        m, t = spec["model"], spec["train"]
+        where = f"models.{name}"
+        try:
+            TrainConfig(**t)
+            ModelConfig(**{**m, "vocab_size": config["tokenizer"]["vocab_size"], "seq_len": t["seq_len"]})
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        except TypeError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        pe = m["pe"]
+        entry = REGISTRY[pe["name"]]
+        for key in pe:
+            if key != "name" and key not in entry.keys:
+                raise ConfigError(
+                    f"{where}.pe.{key}: not a parameter of {pe['name']} (allowed: {', '.join(entry.keys) or 'none'})"
+                )
+        l = pe.get("l", entry.defaults.get("l"))
+        if l is not None and not 0 < l <= m["d_model"]:
+            raise ConfigError(f"{where}.pe.l: must satisfy 0 < l <= d_model ({m['d_model']}), got {l}")
+
+    ev = config["eval"]
+    for vname, var in ev["variants"].items():
+        for model in var["models"]:
+            if model not in models:
+                raise ConfigError(f"eval.variants.{vname}.models: no model entry {model!r} (entries: {', '.join(models)})")
+            allowed = REGISTRY[models[model]["pe"]["name"]].keys
+            for key in var["pe"]:
+                if key not in allowed:
+                    raise ConfigError(
+                        f"eval.variants.{vname}.pe.{key}: not an option of {model}'s encoding "
+                        f"{models[model]['pe']['name']} (allowed: {', '.join(allowed) or 'none'})"
+                    )
+
+    data = config["data"]
+    if data["source"] in ("text_dir", "jsonl", "parquet") and not data["path"]:
+        raise ConfigError(f"data.path: required for data.source {data['source']!r}")
+    if config["tokenizer"]["type"] == "load" and not config["tokenizer"]["path"]:
+        raise ConfigError("tokenizer.path: required when tokenizer.type is 'load'")
+    hold = data["test_min_tokens"] if data["test_min_tokens"] is not None else data["min_tokens"]
+    for name in models:
+        L = model_spec(config, name)["train"]["seq_len"]
+        for k in ev["multiples"]:
+            if k * L + 1 > hold:
+                raise ConfigError(
+                    f"eval.multiples: ev={k} needs windows of {k * L + 1} tokens (model {name}, seq_len {L}) but "
+                    f"test documents are only guaranteed {hold} (data.test_min_tokens / data.min_tokens); "
+                    f"raise data.test_min_tokens to >= {k * L + 1} or drop {k}"
+                )
+
+    for table, rows in config["tables"].items():
+        for row, ref in rows.items():
+            model, variant = parse_ref(ref)
+            if model not in models:
+                raise ConfigError(f"tables.{table}.{row}: no model entry {model!r} (entries: {', '.join(models)})")
+            if variant != "base" and variant not in eval_variants(config, model):
+                raise ConfigError(
+                    f"tables.{table}.{row}: variant {variant!r} is not defined for {model} in eval.variants"
+                )
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

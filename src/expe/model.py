@@ -1,0 +1,190 @@
+"""Decoder-only transformers: the Section 4.1 GPT-style model and the Section 4.2 Llama-style one.
+
+One file, nanoGPT-style. The positional encoding is a module from `encodings.REGISTRY`,
+shared by all blocks (so a learned S/theta is two parameters, not two per block).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .encodings import PositionalEncoding, build_encoding
+from .errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 32000
+    seq_len: int = 512  # training length L (ExPE's theta defaults to 1/L)
+    d_model: int = 384
+    n_layer: int = 6
+    n_head: int = 12
+    arch: str = "gpt"  # gpt: LayerNorm + GELU MLP + biases; llama: RMSNorm + SwiGLU, no biases
+    dropout: float = 0.1
+    tie_embeddings: bool = False
+    ffn_hidden: int | None = None  # None: 4d (gpt) or 8d/3 rounded up to 256 (llama)
+    norm_eps: float = 1e-5
+    pe: dict[str, Any] = field(default_factory=lambda: {"name": "expe"})
+
+    def __post_init__(self):
+        checks = {
+            "vocab_size": self.vocab_size,
+            "seq_len": self.seq_len,
+            "d_model": self.d_model,
+            "n_layer": self.n_layer,
+            "n_head": self.n_head,
+        }
+        for key, value in checks.items():
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"model.{key}: must be a positive integer, got {value!r}")
+        if self.arch not in ("gpt", "llama"):
+            raise ConfigError(f"model.arch: must be 'gpt' or 'llama', got {self.arch!r}")
+        if self.d_model % self.n_head:
+            raise ConfigError(f"model.n_head: must divide d_model ({self.d_model}), got {self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
+
+    @property
+    def hidden(self) -> int:
+        if self.ffn_hidden:
+            return self.ffn_hidden
+        if self.arch == "gpt":
+            return 4 * self.d_model
+        return 256 * -(-(8 * self.d_model // 3) // 256)  # Llama: 2/3 * 4d, multiple of 256
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# The paper's architectures (Section 4.1, Table 6; Section 4.2, Table 8) and small CPU presets.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper-small": dict(arch="gpt", d_model=384, n_layer=6, n_head=12, dropout=0.1, vocab_size=32000, seq_len=512),
+    "paper-S": dict(arch="llama", d_model=768, n_layer=12, n_head=12, dropout=0.0, vocab_size=32768, seq_len=512),
+    "paper-M": dict(
+        arch="llama", d_model=1024, n_layer=24, n_head=16, dropout=0.0, vocab_size=32768, seq_len=512,
+        tie_embeddings=True,
+    ),
+    "cpu-small": dict(arch="gpt", d_model=64, n_layer=2, n_head=4, dropout=0.1, vocab_size=2048, seq_len=64),
+    "cpu-S": dict(arch="llama", d_model=64, n_layer=2, n_head=4, dropout=0.0, vocab_size=2048, seq_len=64),
+    "cpu-M": dict(
+        arch="llama", d_model=96, n_layer=3, n_head=4, dropout=0.0, vocab_size=2048, seq_len=64, tie_embeddings=True
+    ),
+}
+
+# The paper's stated sizes, for `expe params` and the test that holds presets within 3% of them.
+PAPER_PARAMS = {"paper-small": (35e6, 23e6), "paper-S": (135e6, None), "paper-M": (342e6, None)}
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, eps: float):
+        super().__init__()
+        self.eps, self.weight = eps, nn.Parameter(torch.ones(d))
+
+    def forward(self, x):
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+def norm(cfg: ModelConfig) -> nn.Module:
+    return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.arch == "gpt" else RMSNorm(cfg.d_model, cfg.norm_eps)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, bias = cfg.d_model, cfg.arch == "gpt"
+        self.n_head, self.dropout = cfg.n_head, cfg.dropout
+        self.wq, self.wk, self.wv, self.wo = (nn.Linear(d, d, bias=bias) for _ in range(4))
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, h_qk: torch.Tensor, h_v: torch.Tensor, pe: PositionalEncoding) -> torch.Tensor:
+        B, T, d = h_qk.shape
+
+        def heads(x):
+            return x.view(B, T, self.n_head, d // self.n_head).transpose(1, 2)
+
+        q, k, v = heads(self.wq(h_qk)), heads(self.wk(h_qk)), heads(self.wv(h_v))
+        q, k = pe.rotate(q, k)
+        bias = pe.attn_bias(T, q.device, q.dtype)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, is_causal=bias is None, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.resid_dropout(self.wo(y.transpose(1, 2).reshape(B, T, d)))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, h = cfg.d_model, cfg.hidden
+        self.llama = cfg.arch == "llama"
+        if self.llama:  # SwiGLU
+            self.w1, self.w3, self.w2 = nn.Linear(d, h, bias=False), nn.Linear(d, h, bias=False), nn.Linear(h, d, bias=False)
+        else:
+            self.w1, self.w2 = nn.Linear(d, h), nn.Linear(h, d)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        if self.llama:
+            return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+        return self.dropout(self.w2(F.gelu(self.w1(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1, self.attn, self.norm2, self.mlp = norm(cfg), Attention(cfg), norm(cfg), MLP(cfg)
+
+    def forward(self, x: torch.Tensor, pe: PositionalEncoding) -> torch.Tensor:
+        h = self.norm1(x)
+        h_qk, h_v = pe.qk_input(h)  # ExPE overwrites here; the residual x keeps the original values
+        x = x + self.attn(h_qk, h_v, pe)
+        return x + self.mlp(self.norm2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pe = build_encoding(cfg.pe, cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm_f = norm(cfg)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 n_layer)
+            if name.endswith(("attn.wo.weight", "mlp.w2.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / (2 * cfg.n_layer) ** 0.5)
+
+    @staticmethod
+    def _init(m: nn.Module):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"):
+        x = self.drop(self.pe.embed(self.tok_emb(idx)))
+        for block in self.blocks:
+            x = block(x, self.pe)
+        logits = self.lm_head(self.norm_f(x))
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction=reduction)
+        return logits, (loss if reduction == "mean" else loss.view(targets.shape))
+
+    def param_counts(self) -> dict[str, int]:
+        total = sum(p.numel() for p in self.parameters())  # tied weights counted once
+        return {"total": total, "non_embedding": total - self.tok_emb.weight.numel()}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"model.preset: unknown preset {name!r} (allowed: {', '.join(PRESETS)})")
+    return ModelConfig(**{**PRESETS[name], **overrides})
