@@ -31,6 +31,17 @@ def cmd_validate(args):
     print(f"{args.config}: valid ({len(cfg['models'])} models: {', '.join(cfg['models'])})")
 
 
+def cmd_dump_config(args):
+    from . import config as C
+    from .io import write_json
+
+    try:
+        cfg = json.loads(args.json)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--json: not valid JSON ({e})") from None
+    write_json(args.out, C.validate(cfg))
+
+
 def cmd_corpus(args):
     from .data import collect
 
@@ -162,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("validate", cmd_validate, "validate a config file and print its model entries")
     sp.add_argument("config")
+
+    sp = add("dump-config", cmd_dump_config, "validate a config given as JSON and write it with defaults filled")
+    sp.add_argument("--json", required=True)
+    sp.add_argument("--out", required=True)
 
     sp = add("corpus", cmd_corpus, "stream the source, keep documents >= min_tokens up to token_budget, split")
     common(sp, threads=False)

@@ -43,6 +43,10 @@ class PositionalEncoding(nn.Module):
         """Additive score bias of shape (H, T, T) including the causal mask, or None (plain causal)."""
         return None
 
+    def describe(self) -> dict[str, Any]:
+        """The resolved parameters that ran (defaults filled; learned values as trained)."""
+        return {}
+
     def set_inference(self, **kwargs: Any) -> None:
         for key, value in kwargs.items():
             if key not in self.inference_keys:
@@ -63,6 +67,9 @@ class Sinusoidal(PositionalEncoding):
     def __init__(self, d_model: int, base: float = 10000.0):
         super().__init__()
         self.d_model, self.base = d_model, base
+
+    def describe(self):
+        return {"base": self.base}
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         T, d = x.shape[1], self.d_model
@@ -89,6 +96,9 @@ class RoPE(PositionalEncoding):
             raise ConfigError(f"pe.name: rope needs an even head size, got {head_dim}")
         self.head_dim, self.base = head_dim, base
         self.interpolation, self.ntk_factor = interpolation, ntk_factor
+
+    def describe(self):
+        return {"base": self.base, "interpolation": self.interpolation, "ntk_factor": self.ntk_factor}
 
     def cos_sin(self, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         hd = self.head_dim
@@ -129,6 +139,9 @@ class ALiBi(PositionalEncoding):
     def __init__(self, n_head: int):
         super().__init__()
         self.register_buffer("slopes", torch.tensor(alibi_slopes(n_head)), persistent=False)
+
+    def describe(self):
+        return {"slopes": [round(x, 6) for x in self.slopes.tolist()]}
 
     def attn_bias(self, T, device, dtype):
         n = torch.arange(T, device=device)
@@ -177,6 +190,10 @@ class ExPE(PositionalEncoding):
     @staticmethod
     def default_theta(seq_len: int, l: int) -> float:
         return 1.0 / seq_len
+
+    def describe(self):
+        return {"S": float(self.S), "theta": float(self.theta), "l": self.l, "apply_to_value": self.apply_to_value,
+                "scale": self.scale, "learned": isinstance(self.S, nn.Parameter)}
 
     def values(self, T: int, device: torch.device) -> torch.Tensor:
         """p_n for n = 0..T-1, shape (T, l), float32."""

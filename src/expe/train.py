@@ -293,6 +293,7 @@ def finalize(model: Transformer, spec, tcfg: TrainConfig, out_dir, ckpt: Checkpo
         "seed": spec["seed"],
         "model": model.cfg.to_dict(),
         "train": asdict(tcfg),
+        "pe_resolved": model.pe.describe(),
         "param_counts": model.param_counts(),
         "train_seconds": round(train_seconds, 3),
         "tokens": tcfg.steps * tcfg.tokens_per_step,

@@ -1,0 +1,248 @@
+"""lm-evaluation-harness integration: our checkpoints as an lm-eval model ("expe"), and the
+benchmark step of the workflow (HellaSwag, MMLU, ARC-Challenge, ARC-Easy; acc and acc_norm).
+
+Python:   lm = ExpeLM(model_dir=..., tokenizer=...); lm_eval.simple_evaluate(model=lm, tasks=[...])
+lm-eval:  python -m expe.lmeval run --model expe --model_args model_dir=DIR,tokenizer=FILE --tasks arc_easy
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from .data import hub_reachable
+from .errors import ExpeError
+from .io import write_json
+
+log = logging.getLogger("expe.benchmarks")
+
+NOT_RUN_OFFLINE = "not run: dataset unavailable offline"
+
+
+def set_offline_if_unreachable() -> bool:
+    """Put `datasets`/hub in offline mode *before* they are imported when the Hub is unreachable,
+    so a missing dataset fails at once (a locally cached one still loads) instead of retrying."""
+    online = hub_reachable()
+    if not online:
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    return online
+
+
+def _lm_class():
+    import torch
+    import torch.nn.functional as F
+    from lm_eval.api.model import TemplateLM
+    from lm_eval.api.registry import register_model
+    from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+    from tqdm import tqdm
+
+    from .tokenizer import Tokenizer
+    from .train import load_trained
+
+    @register_model("expe")
+    class ExpeLM(TemplateLM):
+        """A trained ExPE-package checkpoint (model.safetensors + config.json) and its tokenizer.
+
+        max_length: the evaluation window; contexts are truncated on the left to fit it
+        (default: the training length). pe options (e.g. scale=0.5) are inference-time settings.
+        """
+
+        def __init__(self, model_dir: str, tokenizer: str, batch_size: int | str = 8, device: str = "cpu",
+                     max_length: int | None = None, max_gen_toks: int = 128, **pe: Any):
+            super().__init__()
+            self.model = load_trained(model_dir, device=device)
+            if pe:
+                self.model.pe.set_inference(**{k: float(v) for k, v in pe.items()})
+            self.tok = Tokenizer(tokenizer)
+            if self.tok.vocab_size != self.model.cfg.vocab_size:
+                raise ExpeError(
+                    f"tokenizer/model vocabulary mismatch: {tokenizer} has {self.tok.vocab_size} ids, "
+                    f"model {model_dir} has {self.model.cfg.vocab_size}"
+                )
+            self._device = torch.device(device)
+            self.batch_size = int(batch_size)
+            self.max_length = int(max_length or self.model.cfg.seq_len)
+            self.max_gen_toks = int(max_gen_toks)
+
+        @property
+        def eot_token_id(self) -> int:
+            return self.tok.eos_id
+
+        @property
+        def prefix_token_id(self) -> int:
+            return self.tok.bos_id
+
+        @property
+        def device(self):
+            return self._device
+
+        def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+            return self.tok.encode(string)
+
+        def tok_decode(self, tokens) -> str:
+            return self.tok.decode(tokens)
+
+        @torch.no_grad()
+        def _logprobs(self, inputs: list[list[int]]) -> list[torch.Tensor]:
+            """Log-softmax over the vocabulary at every position of each (right-padded) input."""
+            width = max(len(x) for x in inputs)
+            batch = torch.zeros(len(inputs), width, dtype=torch.long)
+            for i, x in enumerate(inputs):
+                batch[i, : len(x)] = torch.tensor(x)
+            logits = self.model(batch.to(self._device)).float()
+            return [F.log_softmax(logits[i, : len(x)], dim=-1).cpu() for i, x in enumerate(inputs)]
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
+            """Sum of log p(continuation | context), and whether greedy decoding gives it.
+            The context is truncated on the left to fit max_length."""
+            order = sorted(range(len(requests)), key=lambda i: -len(requests[i][1]) - len(requests[i][2]))
+            out: list[tuple[float, bool] | None] = [None] * len(requests)
+            for start in tqdm(range(0, len(order), self.batch_size), disable=disable_tqdm, desc="loglikelihood"):
+                idx = order[start : start + self.batch_size]
+                inputs, conts = [], []
+                for i in idx:
+                    _, ctx, cont = requests[i]
+                    whole = (ctx + cont)[-(self.max_length + 1) :]
+                    inputs.append(whole[:-1])
+                    conts.append(cont)
+                for i, lp, inp, cont in zip(idx, self._logprobs(inputs), inputs, conts):
+                    n = len(cont)
+                    tail = lp[len(inp) - n :]
+                    target = torch.tensor(cont)
+                    score = tail.gather(1, target[:, None]).sum().item()
+                    greedy = bool((tail.argmax(-1) == target).all())
+                    out[i] = (score, greedy)
+                    self.cache_hook.add_partial("loglikelihood", requests[i][0], (score, greedy))
+            return out
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+            results = []
+            for req in tqdm(requests, disable=disable_tqdm, desc="loglikelihood_rolling"):
+                (text,) = req.args
+                windows = [
+                    make_disjoint_window(w)
+                    for w in get_rolling_token_windows(
+                        self.tok_encode(text), self.prefix_token_id, self.max_length, context_len=1
+                    )
+                ]
+                scores = self._loglikelihood_tokens([(None, c, t) for c, t in windows], disable_tqdm=True)
+                results.append(sum(s for s, _ in scores))
+            return results
+
+        @torch.no_grad()
+        def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+            """Greedy decoding until a stop string or max_gen_toks (no KV cache: the paper's models have none)."""
+            outputs = []
+            for req in tqdm(requests, disable=disable_tqdm, desc="generate_until"):
+                context, gen_kwargs = req.args
+                until = gen_kwargs.get("until") or [self.tok_decode([self.eot_token_id])]
+                until = [until] if isinstance(until, str) else list(until)
+                max_new = int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))
+                ids = self.tok_encode(context) or [self.prefix_token_id]
+                new: list[int] = []
+                text = ""
+                for _ in range(max_new):
+                    window = (ids + new)[-self.max_length :]
+                    nxt = int(self._logprobs([window])[0][-1].argmax())
+                    if nxt == self.eot_token_id:
+                        break
+                    new.append(nxt)
+                    text = self.tok_decode(new)
+                    if any(s in text for s in until):
+                        break
+                for s in until:
+                    text = text.split(s)[0]
+                outputs.append(text)
+                self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+            return outputs
+
+    return ExpeLM
+
+
+_ExpeLM = None
+
+
+def ExpeLM(*args, **kwargs):
+    """Build the lm-eval model (the class is created, and registered as "expe", on first use)."""
+    global _ExpeLM
+    if _ExpeLM is None:
+        _ExpeLM = _lm_class()
+    return _ExpeLM(*args, **kwargs)
+
+
+def register() -> None:
+    global _ExpeLM
+    if _ExpeLM is None:
+        _ExpeLM = _lm_class()
+
+
+def _metrics(task_results: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key in ("acc", "acc_norm"):
+        if f"{key},none" in task_results:
+            out[key] = task_results[f"{key},none"]
+            stderr = task_results.get(f"{key}_stderr,none")
+            out[f"{key}_stderr"] = stderr if isinstance(stderr, (int, float)) else None
+    return out
+
+
+def run_benchmarks(model_dir: str, tokenizer: str, tasks: list[str], out: str, num_fewshot: int = 0,
+                   limit: int | None = None, batch_size: int = 8, pe_overrides: dict | None = None,
+                   include_path: str | None = None, device: str = "auto", threads: int = 1) -> dict[str, Any]:
+    """Run each task; a task whose data cannot be loaded is recorded as not run (never a number)."""
+    online = set_offline_if_unreachable()
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    import lm_eval
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    lm = ExpeLM(model_dir=model_dir, tokenizer=tokenizer, batch_size=batch_size, device=dev, **(pe_overrides or {}))
+    tm = TaskManager(include_path=include_path) if include_path else TaskManager()
+    result: dict[str, Any] = {
+        "model_dir": str(model_dir),
+        "pe": {**lm.model.cfg.pe, **(pe_overrides or {})},
+        "num_fewshot": num_fewshot,
+        "limit": limit,
+        "lm_eval_version": lm_eval.__version__,
+        "online": online,
+        "tasks": {},
+        "raw": {},
+    }
+    for task in tasks:
+        t0 = time.time()
+        try:
+            get_task_dict([task], tm)
+        except Exception as e:  # the dataset (or the task itself) cannot be loaded
+            if task not in tm.all_tasks:
+                raise ExpeError(f"benchmarks.tasks: unknown lm-eval task {task!r}") from None
+            reason = NOT_RUN_OFFLINE if not online else f"not run: dataset could not be loaded ({type(e).__name__})"
+            log.warning("%s: %s (%s: %s)", task, reason, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+            result["tasks"][task] = {"status": "not run", "reason": reason}
+            continue
+        res = lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=num_fewshot, limit=limit,
+                                      task_manager=tm, log_samples=False, bootstrap_iters=1000)
+        per = res["results"].get(task) or next(iter(res["results"].values()))
+        n = res.get("n-samples", {})
+        result["tasks"][task] = {"status": "ok", **_metrics(per), "seconds": round(time.time() - t0, 2),
+                                 "n_samples": n.get(task, {}).get("effective") if isinstance(n, dict) else None}
+        result["raw"][task] = {"results": res["results"], "configs": {k: str(v) for k, v in res.get("configs", {}).items()}}
+        log.info("%s: %s", task, result["tasks"][task])
+    write_json(out, result)
+    return result
+
+
+def loglikelihood_rps(lm, requests: list[tuple[str, str]], batch_size: int) -> float:
+    """Requests per second of the adapter's loglikelihood at one batch size (bench script helper)."""
+    from lm_eval.api.instance import Instance
+
+    lm.batch_size = batch_size
+    inst = [Instance("loglikelihood", {}, r, i) for i, r in enumerate(requests)]
+    t0 = time.perf_counter()
+    lm.loglikelihood(inst, disable_tqdm=True)
+    return len(requests) / (time.perf_counter() - t0)
+

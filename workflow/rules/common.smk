@@ -1,0 +1,73 @@
+# Shared helpers: load and validate the config (one-line error, before any job), paths, targets.
+import json
+import sys
+
+import yaml
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+from expe import config as C
+from expe.errors import ConfigError
+
+# Without --configfile, the offline default; --config overrides apply on top of it. (Snakemake's
+# own `configfile:` directive would be deep-merged with a --configfile, mixing two configs.)
+if "models" not in config:
+    with open(workflow.source_path("../../config/config.yaml")) as f:
+        _merged = C.deep_merge(yaml.safe_load(f), dict(config))
+    config.clear()
+    config.update(_merged)
+
+try:
+    C.validate(config)  # fills defaults from workflow/schemas/config.schema.yaml
+except ConfigError as e:
+    sys.exit(f"config error: {e}")
+
+RUN = config["run_name"]
+RES = f"results/{RUN}"
+LOGS = f"logs/{RUN}"
+BENCH = f"benchmarks/{RUN}"
+TABLES = "paper_tables" if RUN == "default" else f"paper_tables/{RUN}"
+DEVICE = config["device"]
+MODELS = list(config["models"])
+SHARDS = f"{RES}/data/shards"
+TOKENIZER = f"{RES}/data/tokenizer/tokenizer.model"
+TABLE_NAMES = ["section41", "ablations", "large", "scaling", "benchmarks", "hyperparameters"]
+TABLE_FILES = [f"{TABLES}/{t}.{ext}" for t in TABLE_NAMES for ext in ("md", "tex", "csv")] + [
+    f"{TABLES}/README.md",
+    f"{TABLES}/provenance.json",
+]
+PLOT_NAMES = ["loss_vs_length", "per_position", "training_curves", "position_values"]
+PLOT_FILES = [f"{TABLES}/plots/{p}.{ext}" for p in PLOT_NAMES for ext in ("png", "pdf")]
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    variant="[A-Za-z0-9_.-]+",
+
+
+def spec(wildcards):
+    """The resolved model spec: a params value, so changing one model reruns only that model."""
+    return C.dumps(C.model_spec(config, wildcards.model))
+
+
+def spec_id(wildcards):
+    """Checkpoints are kept per spec: a changed config starts fresh instead of resuming a stale run."""
+    import hashlib
+
+    return hashlib.sha256(spec(wildcards).encode()).hexdigest()[:12]
+
+
+def pe_args(wildcards):
+    if wildcards.variant == "base":
+        return ""
+    overrides = config["eval"]["variants"][wildcards.variant]["pe"]
+    return " ".join(f"--pe {k}={v}" for k, v in overrides.items())
+
+
+def eval_results(models):
+    return [f"{RES}/eval/{m}/{v}.json" for m in models for v in C.eval_variants(config, m)]
+
+
+def benchmark_results():
+    refs = {C.parse_ref(r) for r in config["tables"]["benchmarks"].values()}
+    return [f"{RES}/benchmarks/{m}/{v}.json" for m, v in sorted(refs)]

@@ -1,0 +1,32 @@
+# The paper's tables (Markdown, LaTeX, CSV; the paper's numbers beside ours) and plots.
+
+
+rule tables:
+    input:
+        cfg=f"{RES}/config.json",
+        evals=eval_results(MODELS),
+        benchmarks=benchmark_results(),
+        data=f"{SHARDS}/manifest.json",
+        corpus=f"{RES}/data/corpus/manifest.json",
+    output:
+        [report(f, category="Tables") if f.endswith(".csv") else f for f in TABLE_FILES],
+    log:
+        f"{LOGS}/tables.log",
+    benchmark:
+        f"{BENCH}/tables.tsv"
+    shell:
+        "expe tables --config {input.cfg} --results {RES} --out {TABLES} > {log} 2>&1"
+
+
+rule plots:
+    input:
+        cfg=f"{RES}/config.json",
+        evals=eval_results(MODELS),
+    output:
+        [report(f, category="Plots") if f.endswith(".png") else f for f in PLOT_FILES],
+    log:
+        f"{LOGS}/plots.log",
+    benchmark:
+        f"{BENCH}/plots.tsv"
+    shell:
+        "expe plots --config {input.cfg} --results {RES} --out {TABLES}/plots > {log} 2>&1"
