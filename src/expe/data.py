@@ -249,7 +249,7 @@ def collect(config: dict[str, Any], out_dir: str | Path, load_dataset: Callable 
     measure, unit = length_fn(config)
     budget, min_tokens = data["token_budget"], data["min_tokens"]
     test_min = data["test_min_tokens"] if data["test_min_tokens"] is not None else min_tokens
-    ids, lengths, short, kept_tokens, reached = [], [], 0, 0, False
+    ids, lengths, short, kept_tokens, reached, examined = [], [], 0, 0, False, 0
     t0 = time.time()
     bar = tqdm(total=budget, desc="collect", unit="tok", unit_scale=True, disable=not progress, mininterval=5)
     docs_iter = documents(data, stats, load_dataset)
@@ -258,6 +258,7 @@ def collect(config: dict[str, Any], out_dir: str | Path, load_dataset: Callable 
         with open(tmp_all, "w", encoding="utf-8") as f:
             for chunk in _chunks(docs_iter, 256):
                 for doc, n in zip(chunk, measure([d.text for d in chunk])):
+                    examined += 1
                     if n < min_tokens or not doc.text.strip():
                         short += 1
                         continue
@@ -323,7 +324,7 @@ def collect(config: dict[str, Any], out_dir: str | Path, load_dataset: Callable 
         "test_min_tokens": test_min,
         "token_budget": budget,
         "budget_reached": reached,
-        "documents_seen": stats.seen,
+        "documents_seen": examined + sum(stats.skipped.values()),
         "documents_kept": len(ids),
         "documents_too_short": short,
         "documents_skipped": dict(stats.skipped),

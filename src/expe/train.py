@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .errors import CheckpointError, ConfigError, TrainingDiverged
+from .errors import CheckpointError, ConfigError, ExpeError, TrainingDiverged
 from .io import atomic_path, ensure_dir, sha256_file, verify_checksum, write_checksum, write_json
 from .model import ModelConfig, Transformer
 from .shards import TokenShard, WindowSampler
@@ -140,7 +140,7 @@ class Checkpointer:
         try:
             verify_checksum(self.path, "checkpoint")
             state = torch.load(self.path, map_location="cpu", weights_only=False)
-        except CheckpointError:
+        except ExpeError:
             raise
         except Exception as e:
             raise CheckpointError(f"checkpoint {self.path} cannot be read: {e}") from None

@@ -1,0 +1,262 @@
+"""What the positional encodings do (METHOD.md), written as checks."""
+
+import math
+
+import pytest
+import torch
+
+from expe.encodings import REGISTRY, ExPE, ExQPE, alibi_slopes, build_encoding
+from expe.errors import ConfigError
+from expe.model import ModelConfig, Transformer
+
+D, L = 64, 32
+
+
+def cfg(pe, **kw):
+    base = dict(vocab_size=97, seq_len=L, d_model=D, n_layer=2, n_head=4, dropout=0.0, arch="gpt")
+    base.update(kw)
+    return ModelConfig(**base, pe=pe)
+
+
+def enc(name, **params):
+    return build_encoding({"name": name, **params}, cfg({"name": name}))
+
+
+# ---------------------------------------------------------------- ExPE / ExQPE values
+
+
+def test_expe_values_are_S_plus_theta_n_in_every_one_of_the_l_dims():
+    e = ExPE(D, L, S=1.0, theta=0.25, l=5)
+    p = e.values(7, torch.device("cpu"))
+    assert p.shape == (7, 5)
+    for n in range(7):
+        assert torch.equal(p[n], torch.full((5,), 1.0 + 0.25 * n))
+
+
+def test_expe_defaults_are_S_1_theta_1_over_L_l_d_over_8():
+    e = ExPE(D, L)
+    assert (e.S, e.theta, e.l) == (1.0, 1 / L, D // 8)
+
+
+def test_inference_scale_multiplies_theta_only():
+    e = ExPE(D, L, S=2.0, theta=0.1, l=3, scale=0.5)
+    assert torch.allclose(e.values(4, torch.device("cpu"))[:, 0], torch.tensor([2.0, 2.05, 2.1, 2.15]))
+
+
+def test_exqpe_is_a_round_robin_counter():
+    l, tq = 4, 0.5
+    e = ExQPE(D, L, S=1.0, theta=tq, l=l)
+    p = e.values(20, torch.device("cpu"))
+    for n in range(20):
+        for i in range(l):
+            assert p[n, i].item() == pytest.approx(1.0 + tq * max(0, math.ceil((n - i) / l)))
+    for n in range(1, 20):  # going n-1 -> n raises exactly one dim, (n-1) mod l, by theta_q
+        diff = p[n] - p[n - 1]
+        assert torch.count_nonzero(diff) == 1
+        assert diff[(n - 1) % l].item() == pytest.approx(tq)
+    assert torch.allclose(p.sum(1), l * 1.0 + tq * torch.arange(20.0))  # sum_i p_n[i] = l S + theta_q n
+
+
+def test_exqpe_theta_defaults_to_l_over_L():
+    assert ExQPE(D, L, l=8).theta == 8 / L
+
+
+def test_exqpe_keeps_apart_in_bf16_positions_that_expe_merges_up_to_4x_training_length():
+    d, train_len, T = 384, 512, 4 * 512  # the paper's small model: l = d/8 = 48
+    cpu = torch.device("cpu")
+    expe = ExPE(d, train_len).values(T, cpu).to(torch.bfloat16)
+    exqpe = ExQPE(d, train_len).values(T, cpu).to(torch.bfloat16)
+    assert len(torch.unique(expe, dim=0)) < T // 2  # ExPE: many positions collapse in bf16
+    assert len(torch.unique(exqpe, dim=0)) == T  # ExQPE: every position stays distinct
+
+
+# ---------------------------------------------------------------- where the overwrite happens
+
+
+def _capture_block_inputs(model, x):
+    """Record the (W_q/W_k input, W_v input) and the residual input of the first block."""
+    seen = {}
+    blk = model.blocks[0]
+    blk.attn.wq.register_forward_hook(lambda m, i, o: seen.__setitem__("q_in", i[0].detach().clone()))
+    blk.attn.wv.register_forward_hook(lambda m, i, o: seen.__setitem__("v_in", i[0].detach().clone()))
+    blk.norm1.register_forward_hook(lambda m, i, o: seen.update(resid=i[0].detach().clone(), h=o.detach().clone()))
+    model(x)
+    return seen
+
+
+@pytest.mark.parametrize("apply_to_value", [False, True])
+def test_expe_overwrites_only_the_first_l_dims_of_the_qk_input(apply_to_value):
+    torch.manual_seed(0)
+    l = 6
+    model = Transformer(cfg({"name": "expe", "l": l, "apply_to_value": apply_to_value})).eval()
+    x = torch.randint(0, 97, (2, 10))
+    seen = _capture_block_inputs(model, x)
+    p = model.pe.values(10, torch.device("cpu"))
+    assert torch.equal(seen["q_in"][..., :l], p.expand(2, 10, l))  # first l dims: the position
+    assert torch.equal(seen["q_in"][..., l:], seen["h"][..., l:])  # the rest: the normed input, untouched
+    if apply_to_value:
+        assert torch.equal(seen["v_in"], seen["q_in"])
+    else:
+        assert torch.equal(seen["v_in"], seen["h"])  # value input untouched by default
+
+
+def test_expe_leaves_the_residual_stream_untouched():
+    torch.manual_seed(0)
+    model = Transformer(cfg({"name": "expe"})).eval()
+    x = torch.randint(0, 97, (1, 8))
+    seen = _capture_block_inputs(model, x)
+    # the residual entering block 0 is the plain token embedding: nothing written into it
+    assert torch.equal(seen["resid"], model.tok_emb(x))
+
+
+# ---------------------------------------------------------------- ablations: each differs in one way
+
+
+def test_p_stable_overwrites_with_S_and_no_position():
+    e = enc("expe_p_stable", S=1.5)
+    p = e.values(9, torch.device("cpu"))
+    assert torch.equal(p, torch.full((9, e.l), 1.5))
+    assert e.l == enc("expe").l
+
+
+def test_l1_overwrites_exactly_one_dim():
+    e, base = enc("expe_l1"), enc("expe")
+    assert e.l == 1
+    assert (e.S, e.theta) == (base.S, base.theta)
+    assert torch.equal(e.values(5, torch.device("cpu"))[:, 0], base.values(5, torch.device("cpu"))[:, 0])
+
+
+def test_learned_init_starts_from_the_fixed_values_and_is_trainable():
+    e, base = enc("expe_learned_init"), enc("expe")
+    assert isinstance(e.S, torch.nn.Parameter) and isinstance(e.theta, torch.nn.Parameter)
+    assert (e.S.item(), e.theta.item()) == pytest.approx((base.S, base.theta))
+
+
+def test_learned_is_randomly_initialised():
+    torch.manual_seed(0)
+    e, base = enc("expe_learned"), enc("expe")
+    assert isinstance(e.S, torch.nn.Parameter)
+    assert (e.S.item(), e.theta.item()) != pytest.approx((base.S, base.theta))
+
+
+def test_once_writes_into_the_embeddings_and_never_inside_blocks():
+    torch.manual_seed(0)
+    model = Transformer(cfg({"name": "expe_once"})).eval()
+    x = torch.randint(0, 97, (1, 8))
+    seen = _capture_block_inputs(model, x)
+    l = model.pe.l
+    p = model.pe.values(8, torch.device("cpu"))
+    assert torch.equal(seen["resid"][0, :, :l], p)  # written once into the residual stream
+    assert torch.equal(seen["resid"][0, :, l:], model.tok_emb(x)[0, :, l:])
+    assert torch.equal(seen["q_in"], seen["h"])  # the blocks see the plain normed input
+
+
+@pytest.mark.parametrize("name", ["expe_learned_init", "expe_learned"])
+def test_learned_variants_get_gradients_on_S_and_theta(name):
+    torch.manual_seed(0)
+    model = Transformer(cfg({"name": name}))
+    x = torch.randint(0, 97, (2, 12))
+    _, loss = model(x[:, :-1], x[:, 1:])
+    loss.backward()
+    assert model.pe.S.grad is not None and model.pe.S.grad.abs() > 0
+    assert model.pe.theta.grad is not None and model.pe.theta.grad.abs() > 0
+
+
+@pytest.mark.parametrize("name", ["expe", "exqpe", "expe_p_stable", "expe_l1", "expe_once", "rope", "sinusoidal",
+                                  "alibi", "nope"])
+def test_fixed_encodings_have_no_parameters(name):
+    assert list(enc(name).parameters()) == []
+
+
+# ---------------------------------------------------------------- baselines
+
+
+def test_rope_scores_depend_only_on_relative_distance():
+    torch.manual_seed(0)
+    rope = RoPE_ = enc("rope")
+    q1, k1 = torch.randn(1, 1, 1, D // 4), torch.randn(1, 1, 1, D // 4)
+    T = 40
+    q = q1.expand(1, 1, T, -1).contiguous()
+    k = k1.expand(1, 1, T, -1).contiguous()
+    qr, kr = RoPE_.rotate(q, k)
+    scores = (qr @ kr.transpose(-1, -2))[0, 0]
+    for delta in (0, 1, 5, 17):
+        diag = torch.diagonal(scores, offset=-delta)  # score of query i with key i - delta
+        assert torch.allclose(diag, diag[0].expand_as(diag), atol=1e-4)
+    assert rope.base == 10000.0
+
+
+def test_rope_interpolation_divides_positions():
+    a, b = enc("rope"), enc("rope", interpolation=2.0)
+    ca, _ = a.cos_sin(16, torch.device("cpu"))
+    cb, _ = b.cos_sin(16, torch.device("cpu"))
+    assert torch.allclose(cb[4], ca[2], atol=1e-6)
+
+
+def test_rope_ntk_raises_the_base():
+    e = enc("rope", ntk_factor=4.0)
+    hd = D // 4
+    cos, _ = e.cos_sin(3, torch.device("cpu"))
+    expected = 10000.0 * 4.0 ** (hd / (hd - 2))
+    assert cos[1, 1].item() == pytest.approx(math.cos(expected ** (-2 / hd)), rel=1e-5)
+
+
+def test_alibi_slopes_power_of_two_and_the_12_head_rule():
+    assert alibi_slopes(8) == pytest.approx([2 ** (-i) for i in range(1, 9)])
+    s12 = alibi_slopes(12)  # 8 slopes of 8 heads, then every other slope of 16 heads
+    s16 = [2 ** (-0.5 * i) for i in range(1, 17)]
+    assert s12 == pytest.approx(alibi_slopes(8) + s16[0::2][:4])
+
+
+def test_alibi_bias_is_minus_slope_times_distance_and_causal():
+    e = enc("alibi")
+    b = e.attn_bias(5, torch.device("cpu"), torch.float32)
+    m = alibi_slopes(4)
+    assert b[2, 4, 1].item() == pytest.approx(-m[2] * 3)
+    assert b[0, 1, 3].item() == float("-inf")
+
+
+def test_sinusoidal_adds_the_vaswani_table():
+    e = enc("sinusoidal")
+    out = e.embed(torch.zeros(1, 3, D))
+    assert out[0, 2, 0].item() == pytest.approx(math.sin(2))
+    assert out[0, 2, 1].item() == pytest.approx(math.cos(2))
+    assert out[0, 2, 2].item() == pytest.approx(math.sin(2 / 10000 ** (2 / D)), rel=1e-5)
+
+
+# ---------------------------------------------------------------- every encoding, as a model
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_no_encoding_leaks_the_future(name):
+    torch.manual_seed(0)
+    model = Transformer(cfg({"name": name})).eval()
+    x = torch.randint(0, 97, (1, 16))
+    t = 9
+    y = x.clone()
+    y[0, t + 1] = (y[0, t + 1] + 1) % 97  # change token t+1 only
+    with torch.no_grad():
+        a, b = model(x), model(y)
+    assert torch.allclose(a[0, : t + 1], b[0, : t + 1], atol=1e-6)  # logits at <= t unchanged
+    assert not torch.allclose(a[0, t + 1 :], b[0, t + 1 :])
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_any_length_runs_beyond_the_training_length(name):
+    model = Transformer(cfg({"name": name})).eval()
+    with torch.no_grad():
+        out = model(torch.randint(0, 97, (1, 16 * L + 3)))
+    assert out.shape == (1, 16 * L + 3, 97) and torch.isfinite(out).all()
+
+
+def test_bad_encoding_options_are_one_line_errors():
+    with pytest.raises(ConfigError, match="unknown encoding 'foo'.*allowed: nope, sinusoidal"):
+        enc("foo")
+    with pytest.raises(ConfigError, match=r"pe.l: must satisfy 0 < l <= d_model \(64\), got 65"):
+        enc("expe", l=65)
+    with pytest.raises(ConfigError, match="pe.l"):
+        enc("expe", l=0)
+    with pytest.raises(ConfigError, match="pe.theta: not a parameter of rope"):
+        enc("rope", theta=1.0)
+    with pytest.raises(ConfigError, match="pe.scale: not an inference-time option of RoPE"):
+        enc("rope").set_inference(scale=0.5)

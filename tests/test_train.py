@@ -1,0 +1,122 @@
+"""Training: learns, is deterministic, resumes exactly, checkpoints on SIGTERM, stops on NaN."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import tiny_spec, write_shards
+from expe.errors import CheckpointError, DataError, TrainingDiverged
+from expe.train import TrainConfig, load_trained, train
+
+
+def losses(model_dir):
+    return [json.loads(x)["loss"] for x in (model_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_lr_schedule_warms_up_then_decays_to_end_lr():
+    t = TrainConfig(steps=100, lr=1.0, end_lr=0.1, warmup_ratio=0.1, schedule="cosine")
+    assert t.lr_at(0) == pytest.approx(0.1) and t.lr_at(9) == pytest.approx(1.0)
+    assert t.lr_at(99) == pytest.approx(0.1)
+    assert all(t.lr_at(s) >= t.lr_at(s + 1) for s in range(10, 99))
+    lin = TrainConfig(steps=100, lr=1.0, end_lr=0.0, warmup_ratio=0.0, schedule="linear")
+    assert lin.lr_at(0) == 1.0 and lin.lr_at(99) == 0.0
+
+
+def test_a_tiny_model_overfits_a_short_text(tmp_path):
+    text = np.array([5, 17, 3, 42, 8, 61, 23, 11] * 40)
+    data = write_shards(tmp_path / "d", {"train": [text], "dev": [text], "test": [text]})
+    spec = tiny_spec(steps=150, lr=1e-2, end_lr=1e-3, checkpoint_every=1000, log_every=50)
+    spec["model"]["dropout"] = 0.0
+    r = train(spec, data, tmp_path / "m", tmp_path / "c", progress=False)
+    assert r["final_train_loss"] < 0.1  # from ln(97) = 4.6
+
+
+def test_two_runs_with_the_same_seed_give_identical_losses(shards, tmp_path):
+    train(tiny_spec(), shards, tmp_path / "a", tmp_path / "ca", progress=False)
+    train(tiny_spec(), shards, tmp_path / "b", tmp_path / "cb", progress=False)
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
+def test_a_resumed_run_reproduces_the_uninterrupted_run(shards, tmp_path):
+    train(tiny_spec(), shards, tmp_path / "full", tmp_path / "c_full", progress=False)
+    r = train(tiny_spec(), shards, tmp_path / "part", tmp_path / "c_part", stop_after=6, progress=False)
+    assert r == {"stopped_at": 6} and not (tmp_path / "part" / "model.safetensors").exists()
+    train(tiny_spec(), shards, tmp_path / "part", tmp_path / "c_part", progress=False)  # resumes at step 6
+    assert losses(tmp_path / "part") == losses(tmp_path / "full")
+    a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "part" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical weights
+
+
+def test_final_outputs_are_safetensors_with_a_json_config(shards, tmp_path):
+    train(tiny_spec(pe={"name": "exqpe"}), shards, tmp_path / "m", tmp_path / "c", progress=False)
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["model"]["pe"] == {"name": "exqpe"} and cfg["pe_resolved"]["l"] == 4
+    assert cfg["tokens"] == 12 * 4 * 16 and cfg["train_seconds"] > 0
+    model = load_trained(tmp_path / "m")
+    assert model.cfg.vocab_size == 97
+
+
+def test_metrics_log_has_step_loss_lr_tokens_and_time(shards, tmp_path):
+    train(tiny_spec(), shards, tmp_path / "m", tmp_path / "c", progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(12))
+    assert {"step", "loss", "lr", "tokens", "train_seconds", "wall_time"} <= set(rows[0])
+
+
+def test_nan_loss_stops_with_the_step_and_model_and_keeps_the_last_checkpoint(shards, tmp_path, monkeypatch):
+    from expe import model as M
+
+    forward = M.Transformer.forward
+    calls = {"n": 0}
+
+    def poisoned(self, idx, targets=None, reduction="mean"):
+        calls["n"] += 1
+        logits, loss = forward(self, idx, targets, reduction)
+        return logits, loss * float("nan") if calls["n"] > 9 else loss
+
+    monkeypatch.setattr(M.Transformer, "forward", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"model 'expe': loss is nan at step 9; last good checkpoint at step 8"):
+        train(tiny_spec(), shards, tmp_path / "m", tmp_path / "c", progress=False)
+    assert (tmp_path / "c" / "latest.pt").exists() and not (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_a_checkpoint_of_another_config_is_refused(shards, tmp_path):
+    train(tiny_spec(), shards, tmp_path / "m", tmp_path / "c", stop_after=4, progress=False)
+    with pytest.raises(CheckpointError, match="different config of model 'expe'"):
+        train(tiny_spec(lr=1e-2), shards, tmp_path / "m", tmp_path / "c", progress=False)
+
+
+def test_a_truncated_checkpoint_is_detected_and_named(shards, tmp_path):
+    train(tiny_spec(), shards, tmp_path / "m", tmp_path / "c", stop_after=4, progress=False)
+    ck = tmp_path / "c" / "latest.pt"
+    ck.write_bytes(ck.read_bytes()[:1000])
+    with pytest.raises(DataError, match=f"checkpoint {ck} is corrupt or truncated"):
+        train(tiny_spec(), shards, tmp_path / "m", tmp_path / "c", progress=False)
+
+
+def test_sigterm_writes_a_checkpoint_and_the_run_resumes_from_it(shards, tmp_path):
+    spec = tiny_spec(steps=100000, checkpoint_every=100000)
+    cmd = [sys.executable, "-m", "expe.cli", "train", "--spec", json.dumps(spec), "--data", str(shards),
+           "--out", str(tmp_path / "m"), "--checkpoints", str(tmp_path / "c"), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "c" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 10):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "SIGTERM received; checkpoint written" in err
+    step = torch.load(tmp_path / "c" / "latest.pt", weights_only=False)["step"]
+    assert step >= 10  # not step 0: the work done before the signal is kept
+    r = train(spec, shards, tmp_path / "m", tmp_path / "c", stop_after=step + 2, progress=False)
+    assert r == {"stopped_at": step + 2}  # resumed at `step`, ran two more
+    assert len((tmp_path / "c" / "metrics.jsonl").read_text().splitlines()) == step + 2
