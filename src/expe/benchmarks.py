@@ -95,28 +95,34 @@ def _lm_class():
             logits = self.model(batch.to(self._device)).float()
             return [F.log_softmax(logits[i, : len(x)], dim=-1).cpu() for i, x in enumerate(inputs)]
 
+        def _windows(self, ctx: list[int], cont: list[int]) -> list[tuple[list[int], list[int]]]:
+            """(input, scored targets) windows of at most max_length tokens: the context is cut on
+            the left; a continuation longer than the window is scored in several windows."""
+            full, out, b = ctx + cont, [], len(ctx) + len(cont)
+            while b > len(ctx):
+                a = max(len(ctx), b - self.max_length)
+                out.append((full[max(0, b - 1 - self.max_length) : b - 1], full[a:b]))
+                b = a
+            return out
+
         def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
-            """Sum of log p(continuation | context), and whether greedy decoding gives it.
-            The context is truncated on the left to fit max_length."""
-            order = sorted(range(len(requests)), key=lambda i: -len(requests[i][1]) - len(requests[i][2]))
-            out: list[tuple[float, bool] | None] = [None] * len(requests)
+            """Sum of log p(continuation | context), and whether greedy decoding gives it."""
+            pieces = [(r, w) for r, (_, ctx, cont) in enumerate(requests) for w in self._windows(ctx, cont)]
+            order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i][1][0]))
+            scores = [0.0] * len(requests)
+            greedy = [True] * len(requests)
             for start in tqdm(range(0, len(order), self.batch_size), disable=disable_tqdm, desc="loglikelihood"):
                 idx = order[start : start + self.batch_size]
-                inputs, conts = [], []
-                for i in idx:
-                    _, ctx, cont = requests[i]
-                    whole = (ctx + cont)[-(self.max_length + 1) :]
-                    inputs.append(whole[:-1])
-                    conts.append(cont)
-                for i, lp, inp, cont in zip(idx, self._logprobs(inputs), inputs, conts):
-                    n = len(cont)
-                    tail = lp[len(inp) - n :]
-                    target = torch.tensor(cont)
-                    score = tail.gather(1, target[:, None]).sum().item()
-                    greedy = bool((tail.argmax(-1) == target).all())
-                    out[i] = (score, greedy)
-                    self.cache_hook.add_partial("loglikelihood", requests[i][0], (score, greedy))
-            return out
+                inputs = [pieces[i][1][0] for i in idx]
+                for i, lp in zip(idx, self._logprobs(inputs)):
+                    r, (inp, target) = pieces[i]
+                    tail = lp[len(inp) - len(target) :]
+                    t = torch.tensor(target)
+                    scores[r] += tail.gather(1, t[:, None]).sum().item()
+                    greedy[r] &= bool((tail.argmax(-1) == t).all())
+            for r, req in enumerate(requests):
+                self.cache_hook.add_partial("loglikelihood", req[0], (scores[r], greedy[r]))
+            return list(zip(scores, greedy))
 
         def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
             results = []
@@ -198,7 +204,7 @@ def run_benchmarks(model_dir: str, tokenizer: str, tasks: list[str], out: str, n
 
     torch.set_num_threads(max(1, threads))
     import lm_eval
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     lm = ExpeLM(model_dir=model_dir, tokenizer=tokenizer, batch_size=batch_size, device=dev, **(pe_overrides or {}))
@@ -216,7 +222,7 @@ def run_benchmarks(model_dir: str, tokenizer: str, tasks: list[str], out: str, n
     for task in tasks:
         t0 = time.time()
         try:
-            get_task_dict([task], tm)
+            tm.load([task])
         except Exception as e:  # the dataset (or the task itself) cannot be loaded
             if task not in tm.all_tasks:
                 raise ExpeError(f"benchmarks.tasks: unknown lm-eval task {task!r}") from None
