@@ -4,6 +4,7 @@ plus the per-position mean loss along the window."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ def evaluate_length(model, shard: TokenShard, length: int, max_tokens: int | Non
     return {
         "length": length,
         "loss": float(per_pos.mean()),
-        "ppl": float(np.exp(per_pos.mean())),
+        "ppl": math.exp(float(per_pos.mean())),
         "windows": len(wins),
         "docs": len({d for d, _ in wins}),
         "tokens": len(wins) * length,

@@ -9,6 +9,7 @@ rule benchmark:
     output:
         f"{RES}/benchmarks/{{model}}/{{variant}}.json",
     params:
+        device=DEVICE,
         pe=pe_args,
         tasks=",".join(config["benchmarks"]["tasks"]),
         fewshot=config["benchmarks"]["num_fewshot"],
@@ -24,7 +25,9 @@ rule benchmark:
         f"{LOGS}/benchmarks/{{model}}/{{variant}}.log",
     benchmark:
         f"{BENCH}/benchmarks/{{model}}/{{variant}}.tsv"
+    conda:
+        ENV
     shell:
         "expe benchmark --model-dir $(dirname {input.weights}) --tokenizer {input.tokenizer} --tasks {params.tasks} "
         "--out {output} --num-fewshot {params.fewshot} {params.limit} {params.include} --batch-size {params.batch} "
-        "{params.pe} --threads {threads} --device {DEVICE} > {log} 2>&1"
+        "{params.pe} --threads {threads} --device {params.device} > {log} 2>&1"

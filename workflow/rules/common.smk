@@ -1,5 +1,6 @@
 # Shared helpers: load and validate the config (one-line error, before any job), paths, targets.
 import json
+import os
 import sys
 
 import yaml
@@ -29,6 +30,7 @@ LOGS = f"logs/{RUN}"
 BENCH = f"benchmarks/{RUN}"
 TABLES = "paper_tables" if RUN == "default" else f"paper_tables/{RUN}"
 DEVICE = config["device"]
+ENV = "../../envs/cuda.yaml" if DEVICE == "cuda" else "../../envs/cpu.yaml"  # used with --sdm conda
 MODELS = list(config["models"])
 SHARDS = f"{RES}/data/shards"
 TOKENIZER = f"{RES}/data/tokenizer/tokenizer.model"
@@ -43,6 +45,11 @@ PLOT_FILES = [f"{TABLES}/plots/{p}.{ext}" for p in PLOT_NAMES for ext in ("png",
 wildcard_constraints:
     model="|".join(MODELS),
     variant="[A-Za-z0-9_.-]+",
+
+
+# The data steps read the whole config file but depend only on these keys: a params value, so a
+# change elsewhere (a model's learning rate) does not rebuild the corpus, tokenizer or shards.
+data_slice = C.dumps({k: config[k] for k in ("seed", "data", "tokenizer")})
 
 
 def spec(wildcards):

@@ -9,6 +9,7 @@ rule evaluate:
     output:
         f"{RES}/eval/{{model}}/{{variant}}.json",
     params:
+        device=DEVICE,
         pe=pe_args,
         multiples=",".join(map(str, config["eval"]["multiples"])),
         max_tokens=config["eval"]["max_tokens"] or 0,
@@ -21,8 +22,10 @@ rule evaluate:
         f"{LOGS}/eval/{{model}}/{{variant}}.log",
     benchmark:
         f"{BENCH}/eval/{{model}}/{{variant}}.tsv"
+    conda:
+        ENV
     shell:
         "expe evaluate --model-dir $(dirname {input.weights}) --data $(dirname {input.shards}) --out {output} "
         "--multiples {params.multiples} --split {params.split} --max-tokens {params.max_tokens} "
         "--batch-size {params.batch} --variant {wildcards.variant} {params.pe} --threads {threads} "
-        "--device {DEVICE} --no-progress > {log} 2>&1"
+        "--device {params.device} --no-progress > {log} 2>&1"

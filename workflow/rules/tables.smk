@@ -10,12 +10,17 @@ rule tables:
         corpus=f"{RES}/data/corpus/manifest.json",
     output:
         [report(f, category="Tables") if f.endswith(".csv") else f for f in TABLE_FILES],
+    params:
+        results=lambda w, input: os.path.dirname(input.cfg),
+        out=lambda w, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/tables.log",
     benchmark:
         f"{BENCH}/tables.tsv"
+    conda:
+        ENV
     shell:
-        "expe tables --config {input.cfg} --results {RES} --out {TABLES} > {log} 2>&1"
+        "expe tables --config {input.cfg} --results {params.results} --out {params.out} > {log} 2>&1"
 
 
 rule plots:
@@ -24,9 +29,14 @@ rule plots:
         evals=eval_results(MODELS),
     output:
         [report(f, category="Plots") if f.endswith(".png") else f for f in PLOT_FILES],
+    params:
+        results=lambda w, input: os.path.dirname(input.cfg),
+        out=lambda w, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/plots.log",
     benchmark:
         f"{BENCH}/plots.tsv"
+    conda:
+        ENV
     shell:
-        "expe plots --config {input.cfg} --results {RES} --out {TABLES}/plots > {log} 2>&1"
+        "expe plots --config {input.cfg} --results {params.results} --out {params.out} > {log} 2>&1"

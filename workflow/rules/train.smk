@@ -10,6 +10,7 @@ rule train:
         config=f"{RES}/models/{{model}}/config.json",
         metrics=f"{RES}/models/{{model}}/metrics.jsonl",
     params:
+        device=DEVICE,
         spec=spec,
         checkpoints=lambda w: f"{RES}/checkpoints/{w.model}/{spec_id(w)}",
     threads: 1
@@ -19,9 +20,11 @@ rule train:
         f"{LOGS}/train/{{model}}.log",
     benchmark:
         f"{BENCH}/train/{{model}}.tsv"
+    conda:
+        ENV
     shell:
         "expe train --spec {params.spec:q} --data $(dirname {input.shards}) --out $(dirname {output.weights}) "
-        "--checkpoints {params.checkpoints} --threads {threads} --device {DEVICE} --no-progress >> {log} 2>&1"
+        "--checkpoints {params.checkpoints} --threads {threads} --device {params.device} --no-progress >> {log} 2>&1"
 
 
 # `snakemake --cores 2 model_<name>` trains and evaluates one entry (e.g. one ablation) only.
