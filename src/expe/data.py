@@ -277,6 +277,9 @@ def collect(config: dict[str, Any], out_dir: str | Path, load_dataset: Callable 
         bar.close()
         if stats.seen == 0:
             raise DataError(f"data.source {data['source']}: the corpus is empty (no documents)")
+        if not ids and examined == 0:
+            skipped = ", ".join(f"{v} {k}" for k, v in stats.skipped.items())
+            raise DataError(f"data.source {data['source']}: no usable document; all {stats.seen} were skipped ({skipped})")
         if not ids:
             raise DataError(
                 f"data.min_tokens={min_tokens}: every one of the {stats.seen} documents is shorter "

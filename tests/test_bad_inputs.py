@@ -1,0 +1,192 @@
+"""Bad configs and bad data: one line naming the problem, a non-zero exit, existing results untouched.
+
+Each case runs the `expe` command line in-process against a small, fully prepared project."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import tiny_spec
+from expe.cli import main
+from expe.data import build_shards, build_tokenizer, collect
+from expe.train import train
+from test_data import make_config, synthetic_docs
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    docs = synthetic_docs(30)
+    cfg = make_config(root, docs)
+    (root / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    collect(cfg, root / "corpus", progress=False)
+    build_tokenizer(cfg, root / "corpus", root / "tok.model")
+    build_shards(cfg, root / "corpus", root / "tok.model", root / "shards", progress=False)
+    spec = tiny_spec(steps=8)
+    train(spec, root / "shards", root / "model", root / "ckpt", progress=False)
+    train(spec, root / "shards", root / "partial", root / "ckpt_partial", stop_after=4, progress=False)
+    (root / "spec.json").write_text(json.dumps(spec))
+    return root
+
+
+def variant(project, tmp, **edits):
+    """A copy of the project's config with `edits` ('a.b': value) applied; returns its path."""
+    cfg = yaml.safe_load((project / "config.yaml").read_text())
+    for dotted, value in edits.items():
+        *parents, key = dotted.split(".")
+        node = cfg
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is DELETE:
+            node.pop(key)
+        else:
+            node[key] = value
+    path = tmp / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return str(path)
+
+
+DELETE = object()
+
+
+def copy_damaged(project, tmp, what):
+    if what == "shard":
+        d = tmp / "shards"
+        shutil.copytree(project / "shards", d)
+        (d / "test.bin").write_bytes((d / "test.bin").read_bytes()[:-6])
+        return str(d)
+    if what == "weights":
+        d = tmp / "model"
+        shutil.copytree(project / "model", d)
+        (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:-100])
+        return str(d)
+    if what == "checkpoint":
+        d = tmp / "ckpt"
+        shutil.copytree(project / "ckpt_partial", d)
+        (d / "latest.pt").write_bytes((d / "latest.pt").read_bytes()[:2000])
+        return str(d)
+    if what == "other_vocab_shards":
+        from conftest import write_shards
+
+        return str(write_shards(tmp / "other", {"test": [list(range(300))]}, vocab=1000))
+    if what == "non_utf8_dir":
+        d = tmp / "texts"
+        d.mkdir()
+        (d / "a.txt").write_bytes(b"\xff\xfe\xfa not utf-8")
+        return str(d)
+    if what == "empty_jsonl":
+        (tmp / "empty.jsonl").write_text("")
+        return str(tmp / "empty.jsonl")
+    if what == "a_file":
+        (tmp / "plain_file").write_text("x")
+        return str(tmp / "plain_file")
+    raise ValueError(what)
+
+
+# (case id, argv builder, expected fragment of the one-line message)
+CASES = [
+    ("misspelt key", lambda p, t: ["validate", variant(p, t, **{"data.min_token": 5})],
+     "data.min_token: unknown key (did you mean 'min_tokens'?)"),
+    ("misspelt top-level key", lambda p, t: ["validate", variant(p, t, **{"modles": {}})],
+     "modles: unknown key (did you mean 'models'?)"),
+    ("wrong type", lambda p, t: ["validate", variant(p, t, **{"train.steps": "ten"})],
+     "train.steps: must be of type integer, got 'ten'"),
+    ("unknown encoding", lambda p, t: ["validate", variant(p, t, **{"models.m.pe": {"name": "foo"}})],
+     "models.m.pe.name: 'foo' is not allowed (allowed: nope, sinusoidal, rope, alibi, expe, exqpe"),
+    ("l > d", lambda p, t: ["validate", variant(p, t, **{"models.m.pe": {"name": "expe", "l": 1000}})],
+     "models.m.pe.l: must satisfy 0 < l <= d_model (64), got 1000"),
+    ("zero length", lambda p, t: ["validate", variant(p, t, **{"train.seq_len": 0})],
+     "train.seq_len: must be >= 1, got 0"),
+    ("negative length", lambda p, t: ["validate", variant(p, t, **{"data.min_tokens": -3})],
+     "data.min_tokens: must be >= 0, got -3"),
+    ("missing required key", lambda p, t: ["validate", variant(p, t, **{"models.m.architecture": DELETE})],
+     "models.m: missing required key 'architecture'"),
+    ("unknown architecture", lambda p, t: ["validate", variant(p, t, **{"models.m.architecture": "huge"})],
+     "models.m.architecture: unknown architecture 'huge'"),
+    ("ev multiple no test document holds", lambda p, t: ["validate", variant(p, t, **{"eval.multiples": [1, 64]})],
+     "eval.multiples: ev=64 needs windows of 513 tokens"),
+    ("option of another encoding", lambda p, t: ["validate", variant(p, t, **{"models.m.pe": {"name": "rope", "S": 2}})],
+     "models.m.pe.S: not a parameter of rope"),
+    ("table row of no model", lambda p, t: ["validate", variant(p, t, **{"tables.section41": {"ExPE": "nope"}})],
+     "tables.section41.ExPE: no model entry 'nope'"),
+    ("missing config file", lambda p, t: ["validate", str(t / "nope.yaml")], "config file"),
+    ("invalid YAML", lambda p, t: ["validate", str(_write(t / "x.yaml", "a: [1, 2"))], "is not valid YAML"),
+    ("empty corpus", lambda p, t: ["corpus", "--config", variant(p, t, **{"data.path": copy_damaged(p, t, "empty_jsonl")}),
+                                   "--out", str(t / "out")], "the corpus is empty"),
+    ("only non-UTF-8 text", lambda p, t: ["corpus", "--config", variant(p, t, **{
+        "data.source": "text_dir", "data.path": copy_damaged(p, t, "non_utf8_dir")}), "--out", str(t / "out")],
+     "no usable document; all 1 were skipped (1 non_utf8)"),
+    ("every document too short", lambda p, t: ["corpus", "--config", variant(p, t, **{"data.min_tokens": 10**6,
+                                                                                      "data.test_min_tokens": 10**6}),
+                                               "--out", str(t / "out")], "every one of the 30 documents is shorter"),
+    ("missing tokenizer file", lambda p, t: ["corpus", "--config", variant(p, t, **{
+        "tokenizer.type": "load", "tokenizer.path": str(t / "missing.model")}), "--out", str(t / "out")],
+     "tokenizer file"),
+    ("unwritable output folder", lambda p, t: ["corpus", "--config", str(p / "config.yaml"),
+                                               "--out", copy_damaged(p, t, "a_file") + "/sub"],
+     "cannot create output folder"),
+    ("corrupt shard", lambda p, t: ["evaluate", "--model-dir", str(p / "model"), "--data", copy_damaged(p, t, "shard"),
+                                    "--out", str(t / "out" / "e.json"), "--multiples", "1"], "is corrupt or truncated"),
+    ("truncated weights", lambda p, t: ["evaluate", "--model-dir", copy_damaged(p, t, "weights"), "--data",
+                                        str(p / "shards"), "--out", str(t / "out" / "e.json")], "corrupt or truncated"),
+    ("tokenizer/model vocabulary mismatch", lambda p, t: ["evaluate", "--model-dir", str(p / "model"), "--data",
+                                                          copy_damaged(p, t, "other_vocab_shards"),
+                                                          "--out", str(t / "out" / "e.json"), "--multiples", "1"],
+     "vocabulary mismatch"),
+    ("evaluation longer than every test document", lambda p, t: [
+        "evaluate", "--model-dir", str(p / "model"), "--data", str(p / "shards"), "--out", str(t / "out" / "e.json"),
+        "--multiples", "1000"], "no test document holds a window of 16001 tokens"),
+    ("inference option of another encoding", lambda p, t: [
+        "evaluate", "--model-dir", str(p / "model"), "--data", str(p / "shards"), "--out", str(t / "out" / "e.json"),
+        "--pe", "interpolation=2"], "pe.interpolation: not an inference-time option of ExPE"),
+    ("malformed --pe", lambda p, t: ["evaluate", "--model-dir", str(p / "model"), "--data", str(p / "shards"),
+                                     "--out", str(t / "out" / "e.json"), "--pe", "scale"], "--pe: expected KEY=VALUE"),
+    ("truncated checkpoint", lambda p, t: ["train", "--spec", (p / "spec.json").read_text(), "--data", str(p / "shards"),
+                                           "--out", str(t / "out"), "--checkpoints", copy_damaged(p, t, "checkpoint")],
+     "is corrupt or truncated"),
+    ("checkpoint of another config", lambda p, t: [
+        "train", "--spec", json.dumps({**json.loads((p / "spec.json").read_text()), "seed": 99}), "--data",
+        str(p / "shards"), "--out", str(t / "out"), "--checkpoints", str(_copy(p / "ckpt_partial", t / "ck"))],
+     "was written for a different config"),
+    ("unknown model entry", lambda p, t: ["train", "--config", str(p / "config.yaml"), "--model", "nope", "--data",
+                                          str(p / "shards"), "--out", str(t / "out")], "models: no entry 'nope'"),
+    ("bad --spec JSON", lambda p, t: ["train", "--spec", "{not json", "--data", str(p / "shards"), "--out", str(t / "out")],
+     "--spec: not valid JSON"),
+]
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_line_error_and_leaves_results_untouched(case, project, tmp_path, capsys):
+    _, argv, fragment = case
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "e.json").write_text("previous result")  # an existing result that must survive
+    snapshot = {p: p.read_bytes() for p in project.rglob("*") if p.is_file()}
+    args = argv(project, tmp_path)
+    if args[0] in ("corpus", "evaluate", "train"):
+        args.append("--no-progress")  # the progress bar's own lines aside, the error is one line
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("expe: error: "), err
+    assert fragment in err[0]
+    assert (out / "e.json").read_text() == "previous result"
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # nothing half-written left behind
+    assert {p: p.read_bytes() for p in project.rglob("*") if p.is_file()} == snapshot
+
+
+def test_there_are_at_least_twenty_cases():
+    assert len(CASES) >= 20
