@@ -29,14 +29,16 @@ def write_results(root, cfg, skip=()):
                     "per_position": [base] * (32 * k)} for i, k in enumerate(cfg["eval"]["multiples"])]
             p = root / "eval" / model / f"{variant}.json"
             p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(json.dumps({"train_length": 32, "results": res}))
+            p.write_text(json.dumps({"train_length": 32, "results": res,
+                                     "model_dir": str(root / "models" / model / "0123456789ab")}))
         spec = C.model_spec(cfg, model)
         mc = {**spec["model"], "vocab_size": 512, "seq_len": 32, "tie_embeddings": spec["model"].get("tie_embeddings", False)}
-        (root / "models" / model).mkdir(parents=True, exist_ok=True)
-        (root / "models" / model / "config.json").write_text(json.dumps({
+        md = root / "models" / model / "0123456789ab"
+        md.mkdir(parents=True, exist_ok=True)
+        (md / "config.json").write_text(json.dumps({
             "model": mc, "train": spec["train"], "tokens": 4096, "param_counts": {"total": 1000, "non_embedding": 800},
             "train_seconds": 10.0 if model != "expe_p_stable" else 15.0, "pe_resolved": {"S": 1.0}}))
-        (root / "models" / model / "metrics.jsonl").write_text(
+        (md / "metrics.jsonl").write_text(
             "".join(json.dumps({"step": s, "loss": 5 - s / 10, "tokens": 256 * (s + 1)}) + "\n" for s in range(10)))
     b = root / "benchmarks" / "expe_m" / "base.json"
     b.parent.mkdir(parents=True, exist_ok=True)

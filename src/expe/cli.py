@@ -17,6 +17,13 @@ from .errors import ConfigError, ExpeError
 def _config(args) -> dict:
     from . import config as C
 
+    if getattr(args, "config_json", None):  # the workflow passes the data steps only their keys
+        try:
+            return C.validate(json.loads(args.config_json), data_only=True)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--config-json: not valid JSON ({e})") from None
+    if not args.config:
+        raise ConfigError("give --config FILE (or --config-json)")
     return C.load(args.config)
 
 
@@ -40,6 +47,16 @@ def cmd_dump_config(args):
     except json.JSONDecodeError as e:
         raise ConfigError(f"--json: not valid JSON ({e})") from None
     write_json(args.out, C.validate(cfg))
+
+
+def cmd_dump_spec(args):
+    from .io import write_json
+
+    try:
+        spec = json.loads(args.json)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--json: not valid JSON ({e})") from None
+    write_json(args.out, spec)
 
 
 def cmd_corpus(args):
@@ -69,14 +86,17 @@ def cmd_shards(args):
 
 def _spec(args) -> dict:
     from . import config as C
+    from .io import read_json
 
+    if args.spec_file:
+        return read_json(args.spec_file)
     if args.spec:
         try:
             return json.loads(args.spec)
         except json.JSONDecodeError as e:
             raise ConfigError(f"--spec: not valid JSON ({e})") from None
     if not (args.config and args.model):
-        raise ConfigError("train: give --config FILE --model NAME, or --spec JSON")
+        raise ConfigError("train: give --config FILE --model NAME, --spec-file FILE or --spec JSON")
     return C.model_spec(C.load(args.config), args.model)
 
 
@@ -164,9 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    def common(sp, config=True, threads=True):
+    def common(sp, config=True, threads=True, data_step=False):
         if config:
-            sp.add_argument("--config", required=True, help="workflow config YAML (config/config.yaml)")
+            sp.add_argument("--config", required=not data_step, help="workflow config YAML (config/config.yaml)")
+        if data_step:
+            sp.add_argument("--config-json", help="the seed, data and tokenizer keys as JSON (instead of --config)")
         if threads:
             sp.add_argument("--threads", type=int, default=1, help="CPU threads / encoding processes")
         sp.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
@@ -178,17 +200,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", required=True)
     sp.add_argument("--out", required=True)
 
+    sp = add("dump-spec", cmd_dump_spec, "write one model's resolved spec (the input of `expe train`)")
+    sp.add_argument("--json", required=True)
+    sp.add_argument("--out", required=True)
+
     sp = add("corpus", cmd_corpus, "stream the source, keep documents >= min_tokens up to token_budget, split")
-    common(sp, threads=False)
+    common(sp, threads=False, data_step=True)
     sp.add_argument("--out", required=True, help="corpus folder (train/dev/test.jsonl, manifest.json)")
 
     sp = add("tokenizer", cmd_tokenizer, "train a sentencepiece BPE tokenizer on the train split, or load one")
-    common(sp)
+    common(sp, data_step=True)
     sp.add_argument("--corpus", required=True)
     sp.add_argument("--out", required=True, help="path of the tokenizer.model to write")
 
     sp = add("shards", cmd_shards, "encode every split into token shards with a document index")
-    common(sp)
+    common(sp, data_step=True)
     sp.add_argument("--corpus", required=True)
     sp.add_argument("--tokenizer", required=True)
     sp.add_argument("--out", required=True)
@@ -196,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("train", cmd_train, "train one model entry (resumes from its latest checkpoint)")
     sp.add_argument("--config", help="config YAML (with --model)")
     sp.add_argument("--model", help="model entry name in the config")
-    sp.add_argument("--spec", help="resolved model spec as JSON (what the workflow passes)")
+    sp.add_argument("--spec", help="resolved model spec as JSON")
+    sp.add_argument("--spec-file", help="resolved model spec as a JSON file (what the workflow passes)")
     sp.add_argument("--data", required=True, help="shards folder")
     sp.add_argument("--out", required=True, help="folder for model.safetensors, config.json, metrics.jsonl")
     sp.add_argument("--checkpoints", help="checkpoint folder (default: <out>/checkpoints)")

@@ -76,15 +76,27 @@ def _describe(err: jsonschema.ValidationError) -> str:
     return f"{where}: {err.message}"
 
 
-def validate(config: dict[str, Any]) -> dict[str, Any]:
-    """Validate `config` in place (defaults filled) and return it; raise ConfigError on the first problem."""
+DATA_KEYS = ("seed", "data", "tokenizer")
+
+
+def validate(config: dict[str, Any], data_only: bool = False) -> dict[str, Any]:
+    """Validate `config` in place (defaults filled) and return it; raise ConfigError on the first problem.
+
+    data_only: the config holds only the keys of the data steps (seed, data, tokenizer)."""
     if not isinstance(config, dict):
         raise ConfigError("config: must be a mapping of keys to values")
-    errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.path)))
+    sch = schema()
+    if data_only:
+        sch["required"] = []
+        sch["properties"] = {k: v for k, v in sch["properties"].items() if k in DATA_KEYS}
+    errors = sorted(_Validator(sch).iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.path)))
     if errors:
         # prefer the most specific error (deepest path) for a clear message
         raise ConfigError(_describe(max(errors, key=lambda e: len(e.absolute_path))))
-    _semantic_checks(config)
+    if data_only:
+        _data_checks(config)
+    else:
+        _semantic_checks(config)
     return config
 
 
@@ -191,11 +203,8 @@ def _semantic_checks(config: dict[str, Any]) -> None:
                         f"{models[model]['pe']['name']} (allowed: {', '.join(allowed) or 'none'})"
                     )
 
+    _data_checks(config)
     data = config["data"]
-    if data["source"] in ("text_dir", "jsonl", "parquet") and not data["path"]:
-        raise ConfigError(f"data.path: required for data.source {data['source']!r}")
-    if config["tokenizer"]["type"] == "load" and not config["tokenizer"]["path"]:
-        raise ConfigError("tokenizer.path: required when tokenizer.type is 'load'")
     hold = data["test_min_tokens"] if data["test_min_tokens"] is not None else data["min_tokens"]
     for name in models:
         L = model_spec(config, name)["train"]["seq_len"]
@@ -216,6 +225,14 @@ def _semantic_checks(config: dict[str, Any]) -> None:
                 raise ConfigError(
                     f"tables.{table}.{row}: variant {variant!r} is not defined for {model} in eval.variants"
                 )
+
+
+def _data_checks(config: dict[str, Any]) -> None:
+    data = config["data"]
+    if data["source"] in ("text_dir", "jsonl", "parquet") and not data["path"]:
+        raise ConfigError(f"data.path: required for data.source {data['source']!r}")
+    if config["tokenizer"]["type"] == "load" and not config["tokenizer"]["path"]:
+        raise ConfigError("tokenizer.path: required when tokenizer.type is 'load'")
 
 
 def dumps(obj: Any) -> str:

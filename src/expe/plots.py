@@ -84,14 +84,18 @@ def per_position(config: dict, results: Path, out: Path) -> None:
 
 
 def training_curves(config: dict, results: Path, out: Path) -> None:
+    from .tables import Results
+
+    res = Results(results)
     archs: dict[str, list[str]] = {}
     for m, entry in config["models"].items():
         archs.setdefault(entry["architecture"], []).append(m)
     fig, axes = plt.subplots(1, len(archs), figsize=(4.5 * len(archs), 3.6), squeeze=False)
     for ax, (arch, models) in zip(axes[0], archs.items()):
         for m in models:
-            p = results / "models" / m / "metrics.jsonl"
-            if not p.exists():
+            d = res.model_dir(m)
+            p = d / "metrics.jsonl" if d else None
+            if p is None or not p.exists():
                 continue
             df = pd.DataFrame([json.loads(x) for x in p.read_text().splitlines() if x])
             ax.plot(df["tokens"], df["loss"].rolling(20, min_periods=1).mean(), label=m, lw=1)

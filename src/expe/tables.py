@@ -117,12 +117,24 @@ class Results:
                 return row["loss"]
         return f"not run (ev={ev} not in eval.multiples)"
 
-    def train_seconds(self, model: str) -> float | None:
-        c = self._json(f"models/{model}/config.json")
-        return c.get("train_seconds") if c else None
+    def model_dir(self, model: str) -> Path | None:
+        """The trained model's folder, as recorded in its evaluation result (cell -> result -> model)."""
+        r = self._json(self.eval_path(model, "base"))
+        if not r or "model_dir" not in r:
+            return None
+        d = Path(r["model_dir"])
+        for cand in (d, self.root.parent.parent / d):  # as recorded, or relative to the workflow's folder
+            if (cand / "config.json").exists():
+                return cand
+        return None
 
     def model_config(self, model: str) -> dict | None:
-        return self._json(f"models/{model}/config.json")
+        d = self.model_dir(model)
+        return json.loads((d / "config.json").read_text()) if d else None
+
+    def train_seconds(self, model: str) -> float | None:
+        c = self.model_config(model)
+        return c.get("train_seconds") if c else None
 
     def benchmark(self, model: str, variant: str, task: str) -> Cell:
         r = self._json(f"benchmarks/{model}/{variant}.json")
@@ -269,7 +281,7 @@ def hyper_table(config: dict, res: Results) -> Table:
     sigs = list(groups)
     t.columns += [", ".join(groups[s]) for s in sigs]
     for label, _, _ in HYPER_ROWS:
-        t.add([label] + [str(values[s][label]) for s in sigs], "models/*/config.json")
+        t.add([label] + [str(values[s][label]) for s in sigs], "models/<model>/<spec>/config.json")
     for m in config["models"]:
         c = res.model_config(m)
         if c:
@@ -354,8 +366,9 @@ def build_all(config: dict, config_path: str, results_dir: str | Path, out_dir: 
 
 
 def index_page(config: dict, tables: list[Table], prov: dict, results_dir) -> str:
-    corpus = Path(results_dir) / "data" / "corpus" / "manifest.json"
-    shards = Path(results_dir) / "data" / "shards" / "manifest.json"
+    manifests = sorted(Path(results_dir).glob("data/*/shards/manifest.json"), key=lambda p: p.stat().st_mtime)
+    shards = manifests[-1] if manifests else Path("/nonexistent")  # the newest data of this run
+    corpus = shards.parent.parent / "corpus" / "manifest.json"
     lines = [
         f"# Regenerated tables — run `{config['run_name']}`",
         "",

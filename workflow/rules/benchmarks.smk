@@ -4,7 +4,7 @@
 
 rule benchmark:
     input:
-        weights=rules.train.output.weights,
+        weights=lambda w: f"{model_dir(w)}/model.safetensors",
         tokenizer=TOKENIZER,
     output:
         f"{RES}/benchmarks/{{model}}/{{variant}}.json",

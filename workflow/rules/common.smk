@@ -24,16 +24,28 @@ try:
 except ConfigError as e:
     sys.exit(f"config error: {e}")
 
+def _hash(obj) -> str:
+    import hashlib
+
+    return hashlib.sha256(C.dumps(obj).encode()).hexdigest()[:12]
+
+
+# Everything derived from the config lives under a path keyed by the hash of what determines it,
+# so a config change means new paths (never changed params under an existing one): exactly the
+# affected steps rerun, and earlier results are kept beside the new ones.
 RUN = config["run_name"]
 RES = f"results/{RUN}"
+DATA_KEYS = {k: config[k] for k in ("seed", "data", "tokenizer")}
+DATA = f"{RES}/data/{_hash(DATA_KEYS)}"
+CONFIG_FILE = f"{RES}/config/{_hash(config)}.json"
 LOGS = f"logs/{RUN}"
 BENCH = f"benchmarks/{RUN}"
 TABLES = "paper_tables" if RUN == "default" else f"paper_tables/{RUN}"
 DEVICE = config["device"]
 ENV = "../../envs/cuda.yaml" if DEVICE == "cuda" else "../../envs/cpu.yaml"  # used with --sdm conda
 MODELS = list(config["models"])
-SHARDS = f"{RES}/data/shards"
-TOKENIZER = f"{RES}/data/tokenizer/tokenizer.model"
+SHARDS = f"{DATA}/shards"
+TOKENIZER = f"{DATA}/tokenizer/tokenizer.model"
 TABLE_NAMES = ["section41", "ablations", "large", "scaling", "benchmarks", "hyperparameters"]
 TABLE_FILES = [f"{TABLES}/{t}.{ext}" for t in TABLE_NAMES for ext in ("md", "tex", "csv")] + [
     f"{TABLES}/README.md",
@@ -45,23 +57,18 @@ PLOT_FILES = [f"{TABLES}/plots/{p}.{ext}" for p in PLOT_NAMES for ext in ("png",
 wildcard_constraints:
     model="|".join(MODELS),
     variant="[A-Za-z0-9_.-]+",
-
-
-# The data steps read the whole config file but depend only on these keys: a params value, so a
-# change elsewhere (a model's learning rate) does not rebuild the corpus, tokenizer or shards.
-data_slice = C.dumps({k: config[k] for k in ("seed", "data", "tokenizer")})
+    specid="[0-9a-f]{12}",
 
 
 def spec(wildcards):
-    """The resolved model spec: a params value, so changing one model reruns only that model."""
+    """The resolved model spec (architecture, encoding, training hyper-parameters, seed)."""
     return C.dumps(C.model_spec(config, wildcards.model))
 
 
-def spec_id(wildcards):
-    """Checkpoints are kept per spec: a changed config starts fresh instead of resuming a stale run."""
-    import hashlib
-
-    return hashlib.sha256(spec(wildcards).encode()).hexdigest()[:12]
+def model_dir(wildcards):
+    """results/<run>/models/<model>/<hash of its spec and data>: a changed spec is a new folder, so
+    exactly that model (and what depends on it) reruns; the model of the old spec is kept."""
+    return f"{RES}/models/{wildcards.model}/{_hash([spec(wildcards), DATA])}"
 
 
 def pe_args(wildcards):

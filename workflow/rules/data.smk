@@ -3,14 +3,12 @@
 
 rule corpus:
     output:
-        train=f"{RES}/data/corpus/train.jsonl",
-        dev=f"{RES}/data/corpus/dev.jsonl",
-        test=f"{RES}/data/corpus/test.jsonl",
-        manifest=f"{RES}/data/corpus/manifest.json",
-    input:
-        cfg=ancient(f"{RES}/config.json"),
+        train=f"{DATA}/corpus/train.jsonl",
+        dev=f"{DATA}/corpus/dev.jsonl",
+        test=f"{DATA}/corpus/test.jsonl",
+        manifest=f"{DATA}/corpus/manifest.json",
     params:
-        uses=data_slice,
+        cfg=C.dumps(DATA_KEYS),
     log:
         f"{LOGS}/corpus.log",
     benchmark:
@@ -18,17 +16,16 @@ rule corpus:
     conda:
         ENV
     shell:
-        "expe corpus --config {input.cfg} --out $(dirname {output.manifest}) --no-progress > {log} 2>&1"
+        "expe corpus --config-json {params.cfg:q} --out $(dirname {output.manifest}) --no-progress > {log} 2>&1"
 
 
 rule tokenizer:
     input:
-        cfg=ancient(f"{RES}/config.json"),
         train=rules.corpus.output.train,
     output:
         TOKENIZER,
     params:
-        uses=data_slice,
+        cfg=C.dumps(DATA_KEYS),
     threads: workflow.cores
     log:
         f"{LOGS}/tokenizer.log",
@@ -37,20 +34,19 @@ rule tokenizer:
     conda:
         ENV
     shell:
-        "expe tokenizer --config {input.cfg} --corpus $(dirname {input.train}) --out {output} "
+        "expe tokenizer --config-json {params.cfg:q} --corpus $(dirname {input.train}) --out {output} "
         "--threads {threads} > {log} 2>&1"
 
 
 rule shards:
     input:
-        cfg=ancient(f"{RES}/config.json"),
         tokenizer=TOKENIZER,
         corpus=rules.corpus.output.manifest,
     output:
         expand(f"{SHARDS}/{{split}}.{{ext}}", split=["train", "dev", "test"], ext=["bin", "idx.npy", "json"]),
         manifest=f"{SHARDS}/manifest.json",
     params:
-        uses=data_slice,
+        cfg=C.dumps(DATA_KEYS),
     threads: workflow.cores
     log:
         f"{LOGS}/shards.log",
@@ -59,14 +55,14 @@ rule shards:
     conda:
         ENV
     shell:
-        "expe shards --config {input.cfg} --corpus $(dirname {input.corpus}) --tokenizer {input.tokenizer} "
+        "expe shards --config-json {params.cfg:q} --corpus $(dirname {input.corpus}) --tokenizer {input.tokenizer} "
         "--out $(dirname {output.manifest}) --threads {threads} --no-progress > {log} 2>&1"
 
 
 rule resolved_config:
-    """The validated config with defaults filled: input of every step and of the provenance."""
+    """The validated config with defaults filled: what the tables and their provenance read."""
     output:
-        f"{RES}/config.json",
+        CONFIG_FILE,
     params:
         cfg=json.dumps(config),  # key order kept: it is the order of table rows
     log:

@@ -3,8 +3,8 @@
 
 rule evaluate:
     input:
-        weights=rules.train.output.weights,
-        config=rules.train.output.config,
+        weights=lambda w: f"{model_dir(w)}/model.safetensors",
+        config=lambda w: f"{model_dir(w)}/config.json",
         shards=f"{SHARDS}/{config['eval']['split']}.json",
     output:
         f"{RES}/eval/{{model}}/{{variant}}.json",

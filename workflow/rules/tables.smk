@@ -3,15 +3,15 @@
 
 rule tables:
     input:
-        cfg=f"{RES}/config.json",
+        cfg=CONFIG_FILE,
         evals=eval_results(MODELS),
         benchmarks=benchmark_results(),
         data=f"{SHARDS}/manifest.json",
-        corpus=f"{RES}/data/corpus/manifest.json",
+        corpus=f"{DATA}/corpus/manifest.json",
     output:
         [report(f, category="Tables") if f.endswith(".csv") else f for f in TABLE_FILES],
     params:
-        results=lambda w, input: os.path.dirname(input.cfg),
+        results=lambda w, input: os.path.dirname(os.path.dirname(input.cfg)),  # results/<run>
         out=lambda w, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/tables.log",
@@ -25,12 +25,12 @@ rule tables:
 
 rule plots:
     input:
-        cfg=f"{RES}/config.json",
+        cfg=CONFIG_FILE,
         evals=eval_results(MODELS),
     output:
         [report(f, category="Plots") if f.endswith(".png") else f for f in PLOT_FILES],
     params:
-        results=lambda w, input: os.path.dirname(input.cfg),
+        results=lambda w, input: os.path.dirname(os.path.dirname(input.cfg)),  # results/<run>
         out=lambda w, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/plots.log",
