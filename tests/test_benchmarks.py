@@ -165,3 +165,17 @@ def test_a_continuation_longer_than_the_window_is_scored_in_several_windows(trai
         expected += own_logprob(model, inp[: len(inp) - len(target) + 1], target)
     assert sum(len(t) for _, t in short._windows(ctx_ids, cont_ids)) == len(cont_ids)
     assert score == pytest.approx(expected, abs=1e-4)
+
+
+def test_lm_evals_own_command_line_runs_our_checkpoints(trained, local_tasks, tmp_path):
+    import subprocess
+    import sys
+
+    model_dir, tok = trained
+    r = subprocess.run(
+        [sys.executable, "-m", "expe.lmeval", "run", "--model", "expe", "--model_args",
+         f"model_dir={model_dir},tokenizer={tok},batch_size=4", "--tasks", "local_arc_easy",
+         "--include_path", str(local_tasks), "--output_path", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "local_arc_easy" in r.stdout and "acc" in r.stdout

@@ -67,6 +67,8 @@ rule resolved_config:
         cfg=json.dumps(config),  # key order kept: it is the order of table rows
     log:
         f"{LOGS}/config.log",
+    benchmark:
+        f"{BENCH}/config.tsv"
     conda:
         ENV
     shell:

@@ -9,6 +9,8 @@ rule model_spec:
         spec=spec,
     log:
         f"{LOGS}/specs/{{model}}.{{specid}}.log",
+    benchmark:
+        f"{BENCH}/specs/{{model}}.{{specid}}.tsv"
     conda:
         ENV
     shell:
