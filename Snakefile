@@ -14,6 +14,7 @@ rule paper_tables:
     input:
         tables=TABLE_FILES,
         plots=PLOT_FILES,
+        done=[f"{RES}/tables.done", f"{RES}/plots.done"],  # see workflow/rules/tables.smk
 
 
 include: "workflow/rules/data.smk"

@@ -174,7 +174,7 @@ def test_lm_evals_own_command_line_runs_our_checkpoints(trained, local_tasks, tm
     model_dir, tok = trained
     r = subprocess.run(
         [sys.executable, "-m", "expe.lmeval", "run", "--model", "expe", "--model_args",
-         f"model_dir={model_dir},tokenizer={tok},batch_size=4", "--tasks", "local_arc_easy",
+         f"model_dir={model_dir},tokenizer={tok}", "--batch_size", "4", "--device", "cpu", "--tasks", "local_arc_easy",
          "--include_path", str(local_tasks), "--output_path", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

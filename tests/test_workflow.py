@@ -158,3 +158,11 @@ def test_a_sigkilled_training_job_resumes_from_its_checkpoint_and_ends_bit_ident
     (weights,) = (tmp_path / "results" / "kill" / "models" / "expe").glob("*/model.safetensors")
     b = load_file(weights)
     assert all((a[k] == b[k]).all() for k in a)  # bit-identical on CPU
+
+
+def test_committed_tables_do_not_stop_a_fresh_clone_from_running_everything(tmp_path):
+    import shutil
+
+    shutil.copytree(REPO / "paper_tables", tmp_path / "paper_tables")  # as in a fresh clone
+    counts = job_counts(smk("-n", "--cores", "2", "paper_tables", cwd=tmp_path).stdout)
+    assert counts["train"] == 16 and counts["tables"] == 1 and counts["corpus"] == 1

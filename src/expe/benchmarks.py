@@ -50,9 +50,14 @@ def _lm_class():
         (default: the training length). pe options (e.g. scale=0.5) are inference-time settings.
         """
 
-        def __init__(self, model_dir: str, tokenizer: str, batch_size: int | str = 8, device: str = "cpu",
-                     max_length: int | None = None, max_gen_toks: int = 128, **pe: Any):
+        def __init__(self, model_dir: str, tokenizer: str, batch_size: int | str = 8, device: str | None = "auto",
+                     max_length: int | None = None, max_gen_toks: int = 128, max_batch_size: int | None = None,
+                     **pe: Any):
+            """lm-eval's CLI passes batch_size, max_batch_size and device itself; 'auto' picks CUDA
+            when available and batch size 8."""
             super().__init__()
+            if device in (None, "auto"):
+                device = "cuda" if torch.cuda.is_available() else "cpu"
             self.model = load_trained(model_dir, device=device)
             if pe:
                 self.model.pe.set_inference(**{k: float(v) for k, v in pe.items()})
@@ -63,7 +68,7 @@ def _lm_class():
                     f"model {model_dir} has {self.model.cfg.vocab_size}"
                 )
             self._device = torch.device(device)
-            self.batch_size = int(batch_size)
+            self.batch_size = 8 if str(batch_size).startswith("auto") else int(batch_size)
             self.max_length = int(max_length or self.model.cfg.seq_len)
             self.max_gen_toks = int(max_gen_toks)
 
