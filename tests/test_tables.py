@@ -86,8 +86,19 @@ def test_a_missing_result_gives_a_marked_cell_not_a_crash_and_never_a_number(tmp
     assert rope["Loss ev=1"] == "not run (no evaluation result)"
     assert float(rope["ev=1 (paper)"]) == 3.88  # the paper's column is still the paper's
     bench = read_csv(tmp_path / "out" / "benchmarks.csv")[0]
-    assert bench["ARC-Easy"] == "not run: dataset unavailable offline"
+    assert bench["ARC-Easy acc"] == bench["ARC-Easy acc_norm"] == "not run: dataset unavailable offline"
     assert "not run" in (tmp_path / "out" / "section41.md").read_text()
+
+
+def test_benchmark_cells_show_acc_and_acc_norm_with_stderr(tmp_path):
+    cfg = fixture_config()
+    write_results(tmp_path / "res", cfg)
+    (tmp_path / "res" / "benchmarks" / "expe_m" / "base.json").write_text(json.dumps({"tasks": {"arc_easy": {
+        "status": "ok", "acc": 0.2912, "acc_stderr": 0.0051, "acc_norm": 0.3, "acc_norm_stderr": None}}}))
+    build_all(cfg, "config/smoke.yaml", tmp_path / "res", tmp_path / "out")
+    row = read_csv(tmp_path / "out" / "benchmarks.csv")[0]
+    assert row["ARC-Easy acc"] == "0.291 ± 0.005" and float(row["ARC-Easy acc_norm"]) == 0.3
+    assert float(row["ARC-Easy (paper)"]) == 0.30
 
 
 def test_the_hyperparameter_table_comes_from_what_ran(tmp_path):

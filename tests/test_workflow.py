@@ -84,7 +84,7 @@ def test_smoke_config_runs_end_to_end_and_every_table_has_numbers(smoke_run):
                     if col.startswith("Loss"):
                         float(value)  # the smoke run produced this number: the cell holds it
     with open(out / "benchmarks.csv") as f:
-        assert next(csv.DictReader(f))["ARC-Easy"] == "not run: dataset unavailable offline"
+        assert next(csv.DictReader(f))["ARC-Easy acc"] == "not run: dataset unavailable offline"
     for p in ("loss_vs_length", "per_position", "training_curves", "position_values"):
         assert (out / "plots" / f"{p}.png").stat().st_size > 5000
     assert json.loads((out / "provenance.json").read_text())["run_name"] == "smoke"

@@ -429,14 +429,18 @@ def build_shards(config: dict[str, Any], corpus_dir: str | Path, tokenizer_path:
     for split in SPLITS:
         need = min_tokens if split == "train" else max(min_tokens, test_min)
         writer = ShardWriter(out, split, tok.vocab_size)
-        rows = iter_jsonl_texts(Path(corpus_dir) / f"{split}.jsonl")
-        ids: list[str] = []
-        texts = (ids.append(r["id"]) or r["text"] for r in rows)
+        ids: list[str] = []  # filled in order as encode_stream pulls the texts
+
+        def texts(split=split):
+            for row in iter_jsonl_texts(Path(corpus_dir) / f"{split}.jsonl"):
+                ids.append(row["id"])
+                yield row["text"]
+
         dropped, t0, n_tok = 0, time.time(), 0
         bar = tqdm(desc=f"encode {split}", unit="tok", unit_scale=True, disable=not progress, mininterval=2)
         kept_ids = []
         try:
-            for i, arr in enumerate(encode_stream(texts, str(tokenizer_path), threads)):
+            for i, arr in enumerate(encode_stream(texts(), str(tokenizer_path), threads)):
                 if arr.size < need:
                     dropped += 1
                     continue

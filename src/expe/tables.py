@@ -136,7 +136,8 @@ class Results:
         c = self.model_config(model)
         return c.get("train_seconds") if c else None
 
-    def benchmark(self, model: str, variant: str, task: str) -> Cell:
+    def benchmark(self, model: str, variant: str, task: str, metric: str = "acc") -> Cell:
+        """`metric` of one task, with its stderr when lm-eval gave one ('0.291 ± 0.005')."""
         r = self._json(f"benchmarks/{model}/{variant}.json")
         if r is None:
             return "not run (no benchmark result)"
@@ -145,7 +146,10 @@ class Results:
             return "not run (task not in benchmarks.tasks)"
         if t["status"] != "ok":
             return t["reason"]
-        return t.get("acc")
+        if t.get(metric) is None:
+            return f"not reported ({task} has no {metric})"
+        err = t.get(f"{metric}_stderr")
+        return f"{t[metric]:.3f} ± {err:.3f}" if err is not None else t[metric]
 
 
 def _ratio(a: float | None, b: float | None, why: str) -> Cell:
@@ -207,17 +211,20 @@ def benchmark_table(rows: dict[str, str], tasks: list[str], res: Results) -> Tab
     names = {"hellaswag": "HellaSwag", "mmlu": "MMLU", "arc_challenge": "ARC", "arc_easy": "ARC-Easy"}
     cols = ["Model"]
     for task in tasks:
-        cols += [names.get(task, task), f"{names.get(task, task)} (paper)"]
-    t = Table("benchmarks", "Benchmarks (accuracy, lm-evaluation-harness)", cols, digits=3)
+        name = names.get(task, task)
+        cols += [f"{name} acc", f"{name} acc_norm", f"{name} (paper)"]
+    t = Table("benchmarks", "Benchmarks (accuracy ± stderr, lm-evaluation-harness)", cols, digits=3)
     for label, ref in rows.items():
         model, variant = parse_ref(ref)
         paper = P.BENCHMARKS.get(label)
         cells: list[Cell] = [label]
         for task in tasks:
-            cells.append(res.benchmark(model, variant, task))
+            cells.append(res.benchmark(model, variant, task, "acc"))
+            cells.append(res.benchmark(model, variant, task, "acc_norm"))
             cells.append(paper.get(task) if paper and task in paper else ("not in paper" if paper is None else None))
         t.add(cells, f"benchmarks/{model}/{variant}.json")
-    t.notes.append("ARC is ARC-Challenge; accuracy is lm-eval's `acc` (acc_norm and stderr are in the source files).")
+    t.notes.append("ARC is ARC-Challenge; the paper reports one accuracy per task, to two decimals; "
+                   "MMLU has no acc_norm in lm-eval.")
     return t
 
 
