@@ -176,18 +176,18 @@ def _lm_class():
 _ExpeLM = None
 
 
+def register():
+    """Create the lm-eval model class on first use (lm-eval and torch load only then) and register
+    it as "expe"; returns the class."""
+    global _ExpeLM
+    if _ExpeLM is None:
+        _ExpeLM = _lm_class()
+    return _ExpeLM
+
+
 def ExpeLM(*args, **kwargs):
-    """Build the lm-eval model (the class is created, and registered as "expe", on first use)."""
-    global _ExpeLM
-    if _ExpeLM is None:
-        _ExpeLM = _lm_class()
-    return _ExpeLM(*args, **kwargs)
-
-
-def register() -> None:
-    global _ExpeLM
-    if _ExpeLM is None:
-        _ExpeLM = _lm_class()
+    """Our checkpoint as an lm-eval model (see the class docstring in `_lm_class`)."""
+    return register()(*args, **kwargs)
 
 
 def _metrics(task_results: dict[str, Any]) -> dict[str, Any]:
