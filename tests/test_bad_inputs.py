@@ -4,7 +4,6 @@ Each case runs the `expe` command line in-process against a small, fully prepare
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml

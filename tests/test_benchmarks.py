@@ -159,7 +159,7 @@ def test_a_continuation_longer_than_the_window_is_scored_in_several_windows(trai
     (score, _), = short.loglikelihood(requests(short, [("ghost", cont)]), disable_tqdm=True)
     ctx_ids, cont_ids = short._encode_pair("ghost", cont)
     assert len(cont_ids) > 8
-    model, full = load_trained(model_dir), ctx_ids + cont_ids
+    model = load_trained(model_dir)
     expected = 0.0
     for inp, target in short._windows(ctx_ids, cont_ids):  # every continuation token scored once
         expected += own_logprob(model, inp[: len(inp) - len(target) + 1], target)

@@ -173,12 +173,12 @@ def test_fixed_encodings_have_no_parameters(name):
 
 def test_rope_scores_depend_only_on_relative_distance():
     torch.manual_seed(0)
-    rope = RoPE_ = enc("rope")
+    rope = enc("rope")
     q1, k1 = torch.randn(1, 1, 1, D // 4), torch.randn(1, 1, 1, D // 4)
     T = 40
     q = q1.expand(1, 1, T, -1).contiguous()
     k = k1.expand(1, 1, T, -1).contiguous()
-    qr, kr = RoPE_.rotate(q, k)
+    qr, kr = rope.rotate(q, k)
     scores = (qr @ kr.transpose(-1, -2))[0, 0]
     for delta in (0, 1, 5, 17):
         diag = torch.diagonal(scores, offset=-delta)  # score of query i with key i - delta

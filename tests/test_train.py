@@ -1,7 +1,6 @@
 """Training: learns, is deterministic, resumes exactly, checkpoints on SIGTERM, stops on NaN."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

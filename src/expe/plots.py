@@ -34,6 +34,18 @@ def _load_eval(results: Path, ref: str) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def _finish_panel(ax, drawn: bool, title: str, xlabel: str, ylabel: str) -> None:
+    """Log2 x axis and legend when something was drawn, else say why the panel is empty."""
+    if drawn:
+        ax.set_xscale("log", base=2)
+        ax.legend(fontsize=6, title=None)
+    else:
+        ax.text(0.5, 0.5, "not run: no results", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+
+
 def loss_vs_length(config: dict, results: Path, out: Path) -> None:
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.6), sharey=False)
     for ax, (table, title) in zip(axes, PANELS):
@@ -45,15 +57,8 @@ def loss_vs_length(config: dict, results: Path, out: Path) -> None:
         if rows:
             df = pd.DataFrame(rows)
             sns.lineplot(df, x="length", y="loss", hue="model", marker="o", ax=ax)
-            ax.set_xscale("log", base=2)
-            L = min(df["length"])
-            ax.axvline(L, color="grey", ls=":", lw=1)
-            ax.legend(fontsize=6, title=None)
-        else:
-            ax.text(0.5, 0.5, "not run: no results", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("evaluation length (tokens)")
-        ax.set_ylabel("loss (nats)")
+            ax.axvline(min(df["length"]), color="grey", ls=":", lw=1)  # the training length
+        _finish_panel(ax, bool(rows), title, "evaluation length (tokens)", "loss (nats)")
     fig.suptitle("Loss against evaluation length (dotted: training length)", fontsize=10)
     _save(fig, out, "loss_vs_length")
 
@@ -71,14 +76,7 @@ def per_position(config: dict, results: Path, out: Path) -> None:
             ax.plot(np.arange(1, len(y) + 1), y, label=label, lw=1)
             ax.axvline(r["train_length"], color="grey", ls=":", lw=1)
             drawn = True
-        if drawn:
-            ax.set_xscale("log", base=2)
-            ax.legend(fontsize=6)
-        else:
-            ax.text(0.5, 0.5, "not run: no results", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("position in window")
-        ax.set_ylabel("mean loss (smoothed)")
+        _finish_panel(ax, drawn, title, "position in window", "mean loss (smoothed)")
     fig.suptitle("Per-position loss at the longest evaluated length (dotted: training length)", fontsize=10)
     _save(fig, out, "per_position")
 
