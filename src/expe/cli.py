@@ -14,14 +14,18 @@ from pathlib import Path
 from .errors import ConfigError, ExpeError
 
 
+def _json_arg(text: str, flag: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{flag}: not valid JSON ({e})") from None
+
+
 def _config(args) -> dict:
     from . import config as C
 
     if getattr(args, "config_json", None):  # the workflow passes the data steps only their keys
-        try:
-            return C.validate(json.loads(args.config_json), data_only=True)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--config-json: not valid JSON ({e})") from None
+        return C.validate(_json_arg(args.config_json, "--config-json"), data_only=True)
     if not args.config:
         raise ConfigError("give --config FILE (or --config-json)")
     return C.load(args.config)
@@ -42,21 +46,13 @@ def cmd_dump_config(args):
     from . import config as C
     from .io import write_json
 
-    try:
-        cfg = json.loads(args.json)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--json: not valid JSON ({e})") from None
-    write_json(args.out, C.validate(cfg))
+    write_json(args.out, C.validate(_json_arg(args.json, "--json")))
 
 
 def cmd_dump_spec(args):
     from .io import write_json
 
-    try:
-        spec = json.loads(args.json)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--json: not valid JSON ({e})") from None
-    write_json(args.out, spec)
+    write_json(args.out, _json_arg(args.json, "--json"))
 
 
 def cmd_corpus(args):
@@ -91,10 +87,7 @@ def _spec(args) -> dict:
     if args.spec_file:
         return read_json(args.spec_file)
     if args.spec:
-        try:
-            return json.loads(args.spec)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--spec: not valid JSON ({e})") from None
+        return _json_arg(args.spec, "--spec")
     if not (args.config and args.model):
         raise ConfigError("train: give --config FILE --model NAME, --spec-file FILE or --spec JSON")
     return C.model_spec(C.load(args.config), args.model)

@@ -89,9 +89,9 @@ def validate(config: dict[str, Any], data_only: bool = False) -> dict[str, Any]:
     if data_only:
         sch["required"] = []
         sch["properties"] = {k: v for k, v in sch["properties"].items() if k in DATA_KEYS}
-    errors = sorted(_Validator(sch).iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.path)))
+    errors = list(_Validator(sch).iter_errors(config))
     if errors:
-        # prefer the most specific error (deepest path) for a clear message
+        # the most specific error (deepest path) gives the clearest message
         raise ConfigError(_describe(max(errors, key=lambda e: len(e.absolute_path))))
     if data_only:
         _data_checks(config)

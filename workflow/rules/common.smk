@@ -35,7 +35,7 @@ def _hash(obj) -> str:
 # affected steps rerun, and earlier results are kept beside the new ones.
 RUN = config["run_name"]
 RES = f"results/{RUN}"
-DATA_KEYS = {k: config[k] for k in ("seed", "data", "tokenizer")}
+DATA_KEYS = {k: config[k] for k in C.DATA_KEYS}
 DATA = f"{RES}/data/{_hash(DATA_KEYS)}"
 CONFIG_FILE = f"{RES}/config/{_hash(config)}.json"
 LOGS = f"logs/{RUN}"
