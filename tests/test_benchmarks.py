@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from conftest import tiny_spec
 from expe.benchmarks import NOT_RUN_OFFLINE, ExpeLM, run_benchmarks
 from expe.data import build_shards, build_tokenizer, collect
-from expe.train import load_trained, train
+from expe.runtime import load_trained
+from expe.train import train
 from test_data import make_config, synthetic_docs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lm_eval"

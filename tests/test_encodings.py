@@ -151,6 +151,15 @@ def test_once_writes_into_the_embeddings_and_never_inside_blocks():
     assert torch.equal(seen["q_in"], seen["h"])  # the blocks see the plain normed input
 
 
+def test_once_positions_are_written_after_the_embedding_dropout_so_they_stay_exact_in_training():
+    torch.manual_seed(0)
+    model = Transformer(cfg({"name": "expe_once"}, dropout=0.5)).train()  # heavy dropout, training mode
+    x = torch.randint(0, 97, (2, 8))
+    seen = _capture_block_inputs(model, x)
+    p = model.pe.values(8, torch.device("cpu"))
+    assert torch.equal(seen["resid"][..., : model.pe.l], p.expand(2, 8, -1))  # never scaled or zeroed
+
+
 @pytest.mark.parametrize("name", ["expe_learned_init", "expe_learned"])
 def test_learned_variants_get_gradients_on_S_and_theta(name):
     torch.manual_seed(0)
@@ -210,10 +219,36 @@ def test_alibi_slopes_power_of_two_and_the_12_head_rule():
 
 def test_alibi_bias_is_minus_slope_times_distance_and_causal():
     e = enc("alibi")
-    b = e.attn_bias(5, torch.device("cpu"), torch.float32)
+    b = e.attn_bias(e.context(5, torch.device("cpu"), torch.float32))
+    assert b.shape == (1, 4, 5, 5)  # 4-D: SDPA keeps its fused kernel
     m = alibi_slopes(4)
-    assert b[2, 4, 1].item() == pytest.approx(-m[2] * 3)
-    assert b[0, 1, 3].item() == float("-inf")
+    assert b[0, 2, 4, 1].item() == pytest.approx(-m[2] * 3)
+    assert b[0, 0, 1, 3].item() == float("-inf")
+
+
+@pytest.mark.parametrize("name", ["alibi", "rope", "expe"])
+def test_what_the_blocks_share_is_built_once_per_forward_not_once_per_layer(name, monkeypatch):
+    model = Transformer(cfg({"name": name}, n_layer=4)).eval()
+    calls = []
+    original = type(model.pe).context
+    monkeypatch.setattr(type(model.pe), "context", lambda self, *a: calls.append(a) or original(self, *a))
+    with torch.no_grad():
+        model(torch.randint(0, 97, (2, 20)))
+    assert len(calls) == 1
+
+
+def test_yarn_keeps_fast_dims_interpolates_slow_ones_and_scales_the_logits():
+    hd = D // 4  # 16 dims per head, training length 32
+    plain, yarn = enc("rope"), enc("rope", yarn_factor=4.0)
+    f0, f1 = plain.inv_freq(torch.device("cpu")), yarn.inv_freq(torch.device("cpu"))
+    assert f1[0] == pytest.approx(f0[0])  # turns many times within L: kept (extrapolated)
+    assert f1[-1] == pytest.approx(f0[-1] / 4)  # turns less than once within L: interpolated by s
+    assert ((f1 <= f0 + 1e-9) & (f1 >= f0 / 4 - 1e-9)).all()  # a ramp in between
+    cos, sin = yarn.cos_sin(3, torch.device("cpu"))
+    m = 0.1 * math.log(4.0) + 1
+    assert cos[0, 0].item() == pytest.approx(m)  # the attention temperature on cos and sin: logits x m^2
+    assert (cos**2 + sin**2).allclose(torch.full((3, hd), m * m))
+    assert plain.cos_sin(3, torch.device("cpu"))[0][0, 0].item() == 1.0
 
 
 def test_sinusoidal_adds_the_vaswani_table():

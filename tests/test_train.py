@@ -2,6 +2,7 @@
 
 import json
 import signal
+from pathlib import Path
 import subprocess
 import sys
 import time
@@ -13,7 +14,8 @@ from safetensors.torch import load_file
 
 from conftest import tiny_spec, write_shards
 from expe.errors import CheckpointError, DataError, TrainingDiverged
-from expe.train import TrainConfig, load_trained, train
+from expe.runtime import load_trained
+from expe.train import TrainConfig, train
 
 
 def losses(model_dir):
@@ -84,7 +86,7 @@ def test_nan_loss_stops_with_the_step_and_model_and_keeps_the_last_checkpoint(sh
     monkeypatch.setattr(M.Transformer, "forward", poisoned)
     with pytest.raises(TrainingDiverged, match=r"model 'expe': loss is nan at step 9; last good checkpoint at step 8"):
         train(tiny_spec(), shards, tmp_path / "m", tmp_path / "c", progress=False)
-    assert (tmp_path / "c" / "latest.pt").exists() and not (tmp_path / "m" / "model.safetensors").exists()
+    assert (tmp_path / "c" / "step-00000008.pt").exists() and not (tmp_path / "m" / "model.safetensors").exists()
 
 
 def test_a_checkpoint_of_another_config_is_refused(shards, tmp_path):
@@ -95,9 +97,9 @@ def test_a_checkpoint_of_another_config_is_refused(shards, tmp_path):
 
 def test_a_truncated_checkpoint_is_detected_and_named(shards, tmp_path):
     train(tiny_spec(), shards, tmp_path / "m", tmp_path / "c", stop_after=4, progress=False)
-    ck = tmp_path / "c" / "latest.pt"
+    (ck,) = (tmp_path / "c").glob("step-*.pt")
     ck.write_bytes(ck.read_bytes()[:1000])
-    with pytest.raises(DataError, match=f"checkpoint {ck} is corrupt or truncated"):
+    with pytest.raises(DataError, match=f"checkpoint {ck} is corrupt or truncated .*no older intact checkpoint"):
         train(tiny_spec(), shards, tmp_path / "m", tmp_path / "c", progress=False)
 
 
@@ -114,8 +116,93 @@ def test_sigterm_writes_a_checkpoint_and_the_run_resumes_from_it(shards, tmp_pat
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "SIGTERM received; checkpoint written" in err
-    step = torch.load(tmp_path / "c" / "latest.pt", weights_only=False)["step"]
+    (ck,) = (tmp_path / "c").glob("step-*.pt")
+    step = torch.load(ck, weights_only=False)["step"]
     assert step >= 10  # not step 0: the work done before the signal is kept
     r = train(spec, shards, tmp_path / "m", tmp_path / "c", stop_after=step + 2, progress=False)
     assert r == {"stopped_at": step + 2}  # resumed at `step`, ran two more
     assert len((tmp_path / "c" / "metrics.jsonl").read_text().splitlines()) == step + 2
+
+
+# ---------------------------------------------------------------- a kill at any instant of a checkpoint write
+
+
+def _kill_during_save(monkeypatch, stage):
+    """Make Checkpointer.save die (as a SIGKILL would: nothing after runs) at `stage`."""
+    import os
+
+    from expe import io as io_mod
+    from expe import train as T
+
+    class Killed(BaseException):
+        pass
+
+    real_replace, real_unlink = os.replace, Path.unlink
+    calls = {"replace": 0, "unlink": 0}
+
+    def replace(src, dst):
+        calls["replace"] += 1
+        if stage == "before the rename of the checkpoint" and calls["replace"] == 1:
+            raise Killed
+        if stage == "after the rename, before the checksum" and calls["replace"] == 2:
+            raise Killed
+        real_replace(src, dst)
+        if stage == "after the checksum, before the old one is deleted" and calls["replace"] == 2:
+            raise Killed
+
+    def unlink(self, missing_ok=False):
+        if stage == "between deleting the old checksum and the old file" and self.suffix == ".pt":
+            raise Killed
+        return real_unlink(self, missing_ok=missing_ok)
+
+    def save(self, *a, **kw):
+        monkeypatch.setattr(io_mod.os, "replace", replace)
+        monkeypatch.setattr(Path, "unlink", unlink)
+        try:
+            return real_save(self, *a, **kw)
+        finally:
+            monkeypatch.setattr(io_mod.os, "replace", real_replace)
+            monkeypatch.setattr(Path, "unlink", real_unlink)
+
+    real_save = T.Checkpointer.save
+    monkeypatch.setattr(T.Checkpointer, "save", save)
+    return Killed
+
+
+STAGES = ["before the rename of the checkpoint", "after the rename, before the checksum",
+          "after the checksum, before the old one is deleted", "between deleting the old checksum and the old file"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_checkpoint_write_killed_at_any_stage_leaves_a_run_that_resumes_bit_identical(stage, shards, tmp_path,
+                                                                                       monkeypatch):
+    train(tiny_spec(), shards, tmp_path / "full", tmp_path / "c_full", progress=False)
+    train(tiny_spec(), shards, tmp_path / "m", tmp_path / "c", stop_after=4, progress=False)  # checkpoint at 4
+    Killed = _kill_during_save(monkeypatch, stage)
+    with pytest.raises(Killed):  # the write of the step-8 checkpoint dies at `stage`
+        train(tiny_spec(), shards, tmp_path / "m", tmp_path / "c", progress=False)
+    monkeypatch.undo()
+    train(tiny_spec(), shards, tmp_path / "m", tmp_path / "c", progress=False)  # rerun: no person needed
+    assert losses(tmp_path / "m") == losses(tmp_path / "full")
+    a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "m" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len(list((tmp_path / "c").glob("step-*.pt"))) == 1  # old generations cleaned up
+
+
+def test_only_the_newest_checkpoint_is_kept_and_a_corrupt_newest_falls_back_to_an_older_intact_one(shards, tmp_path):
+    import shutil
+
+    from expe.runtime import grad_scaler
+    from expe.train import Checkpointer, build_model, make_optimizer
+
+    train(tiny_spec(), shards, tmp_path / "m4", tmp_path / "c4", stop_after=4, progress=False)
+    train(tiny_spec(), shards, tmp_path / "m", tmp_path / "c", stop_after=8, progress=False)
+    assert [p.name for p in (tmp_path / "c").glob("step-*.pt")] == ["step-00000008.pt"]  # step 4 was deleted
+    for name in ("step-00000004.pt", "step-00000004.pt.sha256"):  # an older intact generation ...
+        shutil.copy(tmp_path / "c4" / name, tmp_path / "c" / name)
+    (tmp_path / "c" / "step-00000008.pt").write_bytes(b"garbage")  # ... beside a corrupt newer one
+    model, tcfg = build_model(tiny_spec(), 97)
+    cpu = torch.device("cpu")
+    step, _ = Checkpointer(tmp_path / "c", tiny_spec()).load(model, make_optimizer(model, tcfg, cpu),
+                                                            grad_scaler(cpu, "fp32"))
+    assert step == 4

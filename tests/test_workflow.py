@@ -124,12 +124,12 @@ def test_a_sigkilled_training_job_resumes_from_its_checkpoint_and_ends_bit_ident
                        train={"steps": 1500, "checkpoint_every": 100, "batch_size": 16})
     cmd = SNAKEMAKE + ["--configfile", cfg, "--cores", "1", "model_expe"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    ckpts = tmp_path / "results" / "kill" / "checkpoints" / "expe"  # <spec hash>/latest.pt
+    ckpts = tmp_path / "results" / "kill" / "checkpoints" / "expe"  # <spec hash>/step-*.pt
     deadline = time.time() + 240
     killed_at = None
     while time.time() < deadline and proc.poll() is None:
         metrics = list(ckpts.glob("*/metrics.jsonl"))
-        if metrics and len(metrics[0].read_text().splitlines()) > 250 and list(ckpts.glob("*/latest.pt")):
+        if metrics and len(metrics[0].read_text().splitlines()) > 250 and list(ckpts.glob("*/step-*.pt.sha256")):
             pids = subprocess.run(["pgrep", "-f", "expe train"], capture_output=True, text=True).stdout.split()
             pid = [p for p in pids if os.readlink(f"/proc/{p}/cwd") == str(tmp_path)]  # this test's job
             if pid:

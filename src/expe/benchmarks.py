@@ -40,7 +40,7 @@ def _lm_class():
     from tqdm import tqdm
 
     from .tokenizer import Tokenizer
-    from .train import load_trained
+    from .runtime import load_trained, resolve_device
 
     @register_model("expe")
     class ExpeLM(TemplateLM):

@@ -14,6 +14,38 @@ from pathlib import Path
 from .errors import ConfigError, ExpeError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (`expe: error: ...`) and exit status 2."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return v
+
+
+def int_list(text: str) -> list[int]:
+    """'1,2,4' -> [1, 2, 4]; every item a positive integer."""
+    out = []
+    for item in text.split(","):
+        try:
+            v = int(item.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {item.strip()!r} in {text!r}") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {v} in {text!r}")
+        out.append(v)
+    return out
+
+
 def _json_arg(text: str, flag: str):
     try:
         return json.loads(text)
@@ -100,6 +132,8 @@ def cmd_train(args):
     ckpt = args.checkpoints or str(Path(args.out) / "checkpoints")
     r = train(spec, args.data, args.out, ckpt, threads=args.threads, device=args.device,
               stop_after=args.stop_after, progress=_progress(args))
+    if "rank" in r:  # a non-zero DDP rank: rank 0 reports
+        return
     if "stopped_at" in r:
         print(f"stopped after step {r['stopped_at']} (checkpoint in {ckpt})")
     else:
@@ -108,6 +142,8 @@ def cmd_train(args):
 
 
 def _overrides(pairs: list[str]) -> dict:
+    import math
+
     out = {}
     for p in pairs or []:
         key, sep, value = p.partition("=")
@@ -117,6 +153,8 @@ def _overrides(pairs: list[str]) -> dict:
             out[key] = float(value)
         except ValueError:
             raise ConfigError(f"--pe {key}: value must be a number, got {value!r}") from None
+        if not math.isfinite(out[key]) or out[key] <= 0:
+            raise ConfigError(f"--pe {key}: must be a positive number, got {value!r}")
     return out
 
 
@@ -124,10 +162,11 @@ def cmd_evaluate(args):
     from .evaluate import evaluate
     from .io import write_json
 
-    multiples = [int(x) for x in args.multiples.split(",")]
-    r = evaluate(args.model_dir, args.data, multiples, split=args.split, pe_overrides=_overrides(args.pe),
+    sliding = {"multiples": args.sliding, "stride": args.stride, "max_tokens": args.sliding_max_tokens} \
+        if args.sliding else None
+    r = evaluate(args.model_dir, args.data, args.multiples, split=args.split, pe_overrides=_overrides(args.pe),
                  max_tokens=args.max_tokens, batch_size=args.batch_size, device=args.device,
-                 threads=args.threads, progress=_progress(args))
+                 threads=args.threads, progress=_progress(args), precision=args.precision, sliding=sliding)
     r["variant"] = args.variant
     write_json(args.out, r)
     for row in r["results"]:
@@ -168,9 +207,9 @@ def cmd_plots(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="expe", description="ExPE reproduction: data, training, evaluation, tables.")
+    p = _Parser(prog="expe", description="ExPE reproduction: data, training, evaluation, tables.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def add(name, fn, help_):
         sp = sub.add_parser(name, help=help_, description=help_)
@@ -228,14 +267,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model-dir", required=True)
     sp.add_argument("--data", required=True, help="shards folder")
     sp.add_argument("--out", required=True, help="result JSON")
-    sp.add_argument("--multiples", default="1,2,4,8,16", help="comma-separated ev multiples")
+    sp.add_argument("--multiples", type=int_list, default=[1, 2, 4, 8, 16], help="comma-separated ev multiples")
     sp.add_argument("--split", default="test", choices=["dev", "test"])
     sp.add_argument("--pe", action="append", metavar="KEY=VALUE",
                     help="inference-time encoding option, e.g. scale=0.5 (ExPE) or interpolation=2 (RoPE)")
     sp.add_argument("--variant", default="base", help="label stored in the result")
-    sp.add_argument("--max-tokens", type=int, help="score about this many tokens per length (evenly spaced windows)")
-    sp.add_argument("--batch-size", type=int, default=8)
-    sp.add_argument("--device", default="auto")
+    sp.add_argument("--max-tokens", type=positive_int,
+                    help="score about this many tokens per length (evenly spaced windows); default: every window")
+    sp.add_argument("--batch-size", type=positive_int, default=8)
+    sp.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    sp.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
+                    help="autocast dtype of the forward pass (fp32: none)")
+    sp.add_argument("--sliding", type=int_list, help="ev multiples of the sliding-window evaluation (e.g. 1,2,4)")
+    sp.add_argument("--stride", type=positive_int, help="sliding-window stride in tokens (default L/2)")
+    sp.add_argument("--sliding-max-tokens", type=positive_int, help="scored tokens per sliding length (default: all)")
     common(sp, config=False)
 
     sp = add("params", cmd_params, "print the parameter counts of the architecture presets")

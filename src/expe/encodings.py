@@ -1,14 +1,17 @@
 """Positional encodings, one registry (METHOD.md).
 
-Every encoding hooks into the decoder at up to four places, all no-ops by default:
+Every encoding hooks into the decoder at up to five places, all no-ops by default:
 
-    embed(x)          once, on the token embeddings before the first block (sinusoidal, expe_once)
-    qk_input(h)       in every block, on the normed input of W_q/W_k (and W_v): ExPE's overwrite
-    rotate(q, k)      in every block, after the projections (RoPE)
-    attn_bias(T)      in every block, added to the attention scores (ALiBi)
+    context(T, ...)        once per forward: what the blocks share (RoPE cos/sin, ALiBi bias, ExPE p_n)
+    embed(x, ctx)          once, on the token embeddings before the embedding dropout (sinusoidal)
+    after_dropout(x, ctx)  once, after the embedding dropout (expe_once: positions stay exact)
+    qk_input(h, ctx)       in every block, on the normed input of W_q/W_k (and W_v): ExPE's overwrite
+    rotate(q, k, ctx)      in every block, after the projections (RoPE)
+    attn_bias(ctx)         in every block, added to the attention scores (ALiBi)
 
 Nothing is precomputed up to a maximum length: every value is a function of the
-position computed for the T at hand, so any length runs at inference.
+position computed for the T at hand, so any length runs at inference. What the blocks
+share is computed once per forward (never once per layer).
 """
 
 from __future__ import annotations
@@ -29,18 +32,31 @@ class PositionalEncoding(nn.Module):
     # keys that may be changed at evaluation time without touching the weights
     inference_keys: tuple[str, ...] = ()
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def context(self, T: int, device: torch.device, dtype: torch.dtype) -> Any:
+        """What every block needs for a sequence of T tokens, computed once per forward."""
+        return None
+
+    def embed(self, x: torch.Tensor, ctx: Any = None) -> torch.Tensor:
         return x
 
-    def qk_input(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def after_dropout(self, x: torch.Tensor, ctx: Any = None) -> torch.Tensor:
+        return x
+
+    def qk_input(self, h: torch.Tensor, ctx: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (input of W_q and W_k, input of W_v)."""
         return h, h
 
-    def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, ctx: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         return q, k
 
-    def attn_bias(self, T: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
-        """Additive score bias of shape (H, T, T) including the causal mask, or None (plain causal)."""
+    def attn_bias(self, ctx: Any = None) -> torch.Tensor | None:
+        """Additive score bias of shape (1, H, T, T) including the causal mask, or None (plain causal,
+        which lets SDPA pick FlashAttention)."""
+        return None
+
+    def position_values(self, T: int) -> torch.Tensor | None:
+        """The values that carry position n = 0..T-1 into the model, one row per position (for the
+        distinct-values count of the precision study); None where position is not a value (NoPE, ALiBi)."""
         return None
 
     def describe(self) -> dict[str, Any]:
@@ -54,7 +70,10 @@ class PositionalEncoding(nn.Module):
                 raise ConfigError(
                     f"pe.{key}: not an inference-time option of {type(self).__name__} (allowed: {allowed})"
                 )
-            setattr(self, key, float(value))
+            value = float(value)
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"pe.{key}: must be a positive number, got {value:g}")
+            setattr(self, key, value)
 
 
 class NoPE(PositionalEncoding):
@@ -71,52 +90,89 @@ class Sinusoidal(PositionalEncoding):
     def describe(self):
         return {"base": self.base}
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        T, d = x.shape[1], self.d_model
-        n = torch.arange(T, device=x.device, dtype=torch.float32)[:, None]
-        inv = self.base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
-        pe = torch.zeros(T, d, device=x.device)
+    def table(self, T: int, device: torch.device) -> torch.Tensor:
+        d = self.d_model
+        n = torch.arange(T, device=device, dtype=torch.float32)[:, None]
+        inv = self.base ** (-torch.arange(0, d, 2, device=device, dtype=torch.float32) / d)
+        pe = torch.zeros(T, d, device=device)
         pe[:, 0::2] = torch.sin(n * inv)
         pe[:, 1::2] = torch.cos(n * inv)[:, : d // 2]
-        return x + pe.to(x.dtype)
+        return pe
+
+    def embed(self, x, ctx=None):
+        return x + self.table(x.shape[1], x.device).to(x.dtype)
+
+    def position_values(self, T):
+        return self.table(T, torch.device("cpu"))
 
 
 class RoPE(PositionalEncoding):
     """Su et al.: rotate pairs of q/k dims by n * base^(-2i/hd) (rotate-half layout, as in Llama).
 
-    Inference-time extensions (off at 1.0): `interpolation` divides positions by a factor
-    (Chen et al. 2023); `ntk_factor` raises the base to base * f^(hd/(hd-2)) (NTK-aware).
+    Inference-time extensions (all off at 1.0), the RoPE counterparts of ExPE's scaling:
+    `interpolation` divides positions by a factor (position interpolation, Chen et al. 2023);
+    `ntk_factor` raises the base to base * f^(hd/(hd-2)) (NTK-aware scaling);
+    `yarn_factor` s applies YaRN (Peng et al. 2023): frequencies that turn fewer than beta_slow = 1
+    times within the training length are interpolated by s, those that turn more than
+    beta_fast = 32 times are kept, a linear ramp in between, and the attention logits are scaled
+    by (0.1 ln s + 1)^2 (its temperature, applied to cos and sin as in the reference code).
     """
 
-    inference_keys = ("interpolation", "ntk_factor")
+    inference_keys = ("interpolation", "ntk_factor", "yarn_factor")
 
-    def __init__(self, head_dim: int, base: float = 10000.0, interpolation: float = 1.0, ntk_factor: float = 1.0):
+    def __init__(self, head_dim: int, seq_len: int = 512, base: float = 10000.0, interpolation: float = 1.0,
+                 ntk_factor: float = 1.0, yarn_factor: float = 1.0, yarn_beta_fast: float = 32.0,
+                 yarn_beta_slow: float = 1.0):
         super().__init__()
         if head_dim % 2:
             raise ConfigError(f"pe.name: rope needs an even head size, got {head_dim}")
-        self.head_dim, self.base = head_dim, base
-        self.interpolation, self.ntk_factor = interpolation, ntk_factor
+        self.head_dim, self.seq_len, self.base = head_dim, seq_len, base
+        self.interpolation, self.ntk_factor, self.yarn_factor = interpolation, ntk_factor, yarn_factor
+        self.yarn_beta_fast, self.yarn_beta_slow = yarn_beta_fast, yarn_beta_slow
 
     def describe(self):
-        return {"base": self.base, "interpolation": self.interpolation, "ntk_factor": self.ntk_factor}
+        return {"base": self.base, "interpolation": self.interpolation, "ntk_factor": self.ntk_factor,
+                "yarn_factor": self.yarn_factor}
 
-    def cos_sin(self, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def inv_freq(self, device: torch.device) -> torch.Tensor:
         hd = self.head_dim
         base = self.base * self.ntk_factor ** (hd / (hd - 2))
-        inv_freq = base ** (-torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd)
-        n = torch.arange(T, device=device, dtype=torch.float32) / self.interpolation
-        angles = torch.outer(n, inv_freq)  # (T, hd/2)
-        angles = torch.cat([angles, angles], dim=-1)  # (T, hd)
-        return angles.cos(), angles.sin()
+        inv = base ** (-torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd)
+        s = self.yarn_factor
+        if s != 1.0:
+            # dimension index at which a frequency turns `rot` times within the training length
+            def dim_at(rot: float) -> float:
+                return hd * math.log(self.seq_len / (rot * 2 * math.pi)) / (2 * math.log(base))
 
-    def rotate(self, q, k):
-        cos, sin = self.cos_sin(q.shape[-2], q.device)
+            low = max(math.floor(dim_at(self.yarn_beta_fast)), 0)
+            high = min(math.ceil(dim_at(self.yarn_beta_slow)), hd // 2 - 1)
+            i = torch.arange(hd // 2, device=device, dtype=torch.float32)
+            ramp = ((i - low) / max(high - low, 1e-3)).clamp(0, 1)  # 0: keep (fast dims), 1: interpolate
+            inv = inv * (1 - ramp) + (inv / s) * ramp
+        return inv
+
+    def cos_sin(self, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        n = torch.arange(T, device=device, dtype=torch.float32) / self.interpolation
+        angles = torch.outer(n, self.inv_freq(device))  # (T, hd/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (T, hd)
+        m = 0.1 * math.log(self.yarn_factor) + 1.0 if self.yarn_factor > 1 else 1.0  # YaRN temperature
+        return angles.cos() * m, angles.sin() * m
+
+    def context(self, T, device, dtype):
+        return self.cos_sin(T, device)
+
+    def rotate(self, q, k, ctx=None):
+        cos, sin = ctx if ctx is not None else self.cos_sin(q.shape[-2], q.device)
 
         def rot(x):
             x1, x2 = x.chunk(2, dim=-1)
             return (x * cos + torch.cat([-x2, x1], dim=-1) * sin).to(x.dtype)
 
         return rot(q), rot(k)
+
+    def position_values(self, T):
+        cos, sin = self.cos_sin(T, torch.device("cpu"))
+        return torch.cat([cos, sin], dim=-1)
 
 
 def alibi_slopes(n_heads: int) -> list[float]:
@@ -134,7 +190,10 @@ def alibi_slopes(n_heads: int) -> list[float]:
 
 
 class ALiBi(PositionalEncoding):
-    """Bias -m_h * (i - j) on head h's score of query i for key j <= i."""
+    """Bias -m_h * (i - j) on head h's score of query i for key j <= i.
+
+    Built once per forward as one (1, H, T, T) tensor shared by every block: 4-D, so SDPA keeps a
+    fused kernel (flash on CPU, memory-efficient on CUDA) instead of its math path."""
 
     def __init__(self, n_head: int):
         super().__init__()
@@ -143,12 +202,15 @@ class ALiBi(PositionalEncoding):
     def describe(self):
         return {"slopes": [round(x, 6) for x in self.slopes.tolist()]}
 
-    def attn_bias(self, T, device, dtype):
+    def context(self, T, device, dtype):
         n = torch.arange(T, device=device)
-        dist = (n[:, None] - n[None, :]).float()  # i - j
-        bias = -self.slopes.to(device)[:, None, None] * dist
-        bias = bias.masked_fill(dist < 0, float("-inf"))  # causal
-        return bias.to(dtype)
+        dist = (n[:, None] - n[None, :]).to(torch.float32)  # i - j
+        bias = dist.mul(-self.slopes.to(device)[:, None, None])  # (H, T, T)
+        bias.masked_fill_(dist < 0, float("-inf"))  # causal
+        return bias.to(dtype).unsqueeze(0)
+
+    def attn_bias(self, ctx=None):
+        return ctx
 
 
 class ExPE(PositionalEncoding):
@@ -201,14 +263,21 @@ class ExPE(PositionalEncoding):
         p = self.S + self.theta * self.scale * n
         return p[:, None].expand(T, self.l)
 
-    def overwrite(self, h: torch.Tensor) -> torch.Tensor:
-        B, T, _ = h.shape
-        p = self.values(T, h.device).to(h.dtype).expand(B, T, self.l)
-        return torch.cat([p, h[..., self.l :]], dim=-1)
+    def context(self, T, device, dtype):
+        return self.values(T, device)  # float32; cast to the activations' dtype where written
 
-    def qk_input(self, h):
-        h_pos = self.overwrite(h)
+    def overwrite(self, h: torch.Tensor, p: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, _ = h.shape
+        p = self.values(T, h.device) if p is None else p
+        return torch.cat([p.to(h.dtype).expand(B, T, self.l), h[..., self.l :]], dim=-1)
+
+    def qk_input(self, h, ctx=None):
+        h_pos = self.overwrite(h, ctx)
         return h_pos, (h_pos if self.apply_to_value else h)
+
+    def position_values(self, T):
+        with torch.no_grad():
+            return self.values(T, torch.device("cpu")).detach()
 
 
 class ExQPE(ExPE):
@@ -234,12 +303,14 @@ class ExPEStable(ExPE):
 
 
 class ExPEOnce(ExPE):
-    """Ablation 'once': p_n written once into the token embeddings, never inside the blocks."""
+    """Ablation 'once': p_n written once into the token embeddings, never inside the blocks.
+    Written after the embedding dropout, so the positions are exact in training as in evaluation
+    (the one difference from ExPE is where p_n is written)."""
 
-    def embed(self, x):
-        return self.overwrite(x)
+    def after_dropout(self, x, ctx=None):
+        return self.overwrite(x, ctx)
 
-    def qk_input(self, h):
+    def qk_input(self, h, ctx=None):
         return h, h
 
 
@@ -264,8 +335,8 @@ REGISTRY: dict[str, Entry] = {
     "nope": Entry(lambda m, **kw: NoPE(), (), doc="no positional signal"),
     "sinusoidal": Entry(lambda m, **kw: Sinusoidal(m.d_model, **kw), ("base",), doc="Vaswani et al. 2017"),
     "rope": Entry(
-        lambda m, **kw: RoPE(m.d_model // m.n_head, **kw),
-        ("base", "interpolation", "ntk_factor"),
+        lambda m, **kw: RoPE(m.d_model // m.n_head, m.seq_len, **kw),
+        ("base", "interpolation", "ntk_factor", "yarn_factor"),
         doc="Su et al.; Llama rows",
     ),
     "alibi": Entry(lambda m, **kw: ALiBi(m.n_head), (), doc="Press et al. 2022"),

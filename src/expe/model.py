@@ -101,15 +101,18 @@ class Attention(nn.Module):
         self.wq, self.wk, self.wv, self.wo = (nn.Linear(d, d, bias=bias) for _ in range(4))
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, h_qk: torch.Tensor, h_v: torch.Tensor, pe: PositionalEncoding) -> torch.Tensor:
+    def forward(self, h_qk: torch.Tensor, h_v: torch.Tensor, pe: PositionalEncoding, ctx: Any = None) -> torch.Tensor:
         B, T, d = h_qk.shape
 
         def heads(x):
             return x.view(B, T, self.n_head, d // self.n_head).transpose(1, 2)
 
         q, k, v = heads(self.wq(h_qk)), heads(self.wk(h_qk)), heads(self.wv(h_v))
-        q, k = pe.rotate(q, k)
-        bias = pe.attn_bias(T, q.device, q.dtype)
+        q, k = pe.rotate(q, k, ctx)
+        bias = pe.attn_bias(ctx)
+        if bias is not None and bias.dtype != q.dtype:
+            bias = bias.to(q.dtype)
+        # no float mask unless the encoding needs one: is_causal alone is FlashAttention-eligible
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, is_causal=bias is None, dropout_p=self.dropout if self.training else 0.0
         )
@@ -138,10 +141,10 @@ class Block(nn.Module):
         super().__init__()
         self.norm1, self.attn, self.norm2, self.mlp = norm(cfg), Attention(cfg), norm(cfg), MLP(cfg)
 
-    def forward(self, x: torch.Tensor, pe: PositionalEncoding) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pe: PositionalEncoding, ctx: Any = None) -> torch.Tensor:
         h = self.norm1(x)
-        h_qk, h_v = pe.qk_input(h)  # ExPE overwrites here; the residual x keeps the original values
-        x = x + self.attn(h_qk, h_v, pe)
+        h_qk, h_v = pe.qk_input(h, ctx)  # ExPE overwrites here; the residual x keeps the original values
+        x = x + self.attn(h_qk, h_v, pe, ctx)
         return x + self.mlp(self.norm2(x))
 
 
@@ -169,11 +172,17 @@ class Transformer(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"):
-        x = self.drop(self.pe.embed(self.tok_emb(idx)))
+    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final normed hidden states (B, T, d), before the output head."""
+        x = self.tok_emb(idx)
+        ctx = self.pe.context(idx.shape[1], idx.device, x.dtype)  # once per forward, shared by all blocks
+        x = self.pe.after_dropout(self.drop(self.pe.embed(x, ctx)), ctx)
         for block in self.blocks:
-            x = block(x, self.pe)
-        logits = self.lm_head(self.norm_f(x))
+            x = block(x, self.pe, ctx)
+        return self.norm_f(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"):
+        logits = self.lm_head(self.hidden_states(idx))
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction=reduction)
@@ -182,6 +191,13 @@ class Transformer(nn.Module):
     def param_counts(self) -> dict[str, int]:
         total = sum(p.numel() for p in self.parameters())  # tied weights counted once
         return {"total": total, "non_embedding": total - self.tok_emb.weight.numel()}
+
+    def flops_per_token(self, T: int) -> float:
+        """Training FLOPs per token (PaLM appendix B / nanoGPT): 6N + 12 * n_layer * n_head * head_dim * T,
+        N = the parameters used in matmuls (all but the input embedding lookup; a tied head counts)."""
+        c = self.cfg
+        n = self.param_counts()["non_embedding"] + (c.vocab_size * c.d_model if c.tie_embeddings else 0)
+        return 6 * n + 12 * c.n_layer * c.d_model * T
 
 
 def preset(name: str, **overrides: Any) -> ModelConfig:
