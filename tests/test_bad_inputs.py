@@ -10,7 +10,7 @@ import yaml
 
 from conftest import tiny_spec
 from expe.cli import main
-from expe.data import build_shards, build_tokenizer, collect
+from expe.data import build_tokenizer, prepare
 from expe.train import train
 from test_data import make_config, synthetic_docs
 
@@ -21,9 +21,8 @@ def project(tmp_path_factory):
     docs = synthetic_docs(30)
     cfg = make_config(root, docs)
     (root / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    collect(cfg, root / "corpus", progress=False)
-    build_tokenizer(cfg, root / "corpus", root / "tok.model")
-    build_shards(cfg, root / "corpus", root / "tok.model", root / "shards", progress=False)
+    build_tokenizer(cfg, root / "tok.model")
+    prepare(cfg, root / "tok.model", root / "shards", work_dir=root / "work", progress=False)
     spec = tiny_spec(steps=8)
     train(spec, root / "shards", root / "model", root / "ckpt", progress=False)
     train(spec, root / "shards", root / "partial", root / "ckpt_partial", stop_after=4, progress=False)
@@ -114,19 +113,19 @@ CASES = [
      "tables.section41.ExPE: no model entry 'nope'"),
     ("missing config file", lambda p, t: ["validate", str(t / "nope.yaml")], "config file"),
     ("invalid YAML", lambda p, t: ["validate", str(_write(t / "x.yaml", "a: [1, 2"))], "is not valid YAML"),
-    ("empty corpus", lambda p, t: ["corpus", "--config", variant(p, t, **{"data.path": copy_damaged(p, t, "empty_jsonl")}),
-                                   "--out", str(t / "out")], "the corpus is empty"),
-    ("only non-UTF-8 text", lambda p, t: ["corpus", "--config", variant(p, t, **{
-        "data.source": "text_dir", "data.path": copy_damaged(p, t, "non_utf8_dir")}), "--out", str(t / "out")],
+    ("empty corpus", lambda p, t: prep(p, t, variant(p, t, **{"data.path": copy_damaged(p, t, "empty_jsonl")})),
+     "the corpus is empty"),
+    ("only non-UTF-8 text", lambda p, t: prep(p, t, variant(p, t, **{
+        "data.source": "text_dir", "data.path": copy_damaged(p, t, "non_utf8_dir")})),
      "no usable document; all 1 were skipped (1 non_utf8)"),
-    ("every document too short", lambda p, t: ["corpus", "--config", variant(p, t, **{"data.min_tokens": 10**6,
-                                                                                      "data.test_min_tokens": 10**6}),
-                                               "--out", str(t / "out")], "every one of the 30 documents is shorter"),
-    ("missing tokenizer file", lambda p, t: ["corpus", "--config", variant(p, t, **{
-        "tokenizer.type": "load", "tokenizer.path": str(t / "missing.model")}), "--out", str(t / "out")],
+    ("every document too short", lambda p, t: prep(p, t, variant(p, t, **{"data.min_tokens": 10**6,
+                                                                          "data.test_min_tokens": 10**6})),
+     "every one of the 30 documents is shorter"),
+    ("missing tokenizer file", lambda p, t: ["tokenizer", "--config", variant(p, t, **{
+        "tokenizer.type": "load", "tokenizer.path": str(t / "missing.model")}), "--out", str(t / "out" / "t.model")],
      "tokenizer file"),
-    ("unwritable output folder", lambda p, t: ["corpus", "--config", str(p / "config.yaml"),
-                                               "--out", copy_damaged(p, t, "a_file") + "/sub"],
+    ("unwritable output folder", lambda p, t: ["prepare", "--config", str(p / "config.yaml"), "--tokenizer",
+                                               str(p / "tok.model"), "--out", copy_damaged(p, t, "a_file") + "/sub"],
      "cannot create output folder"),
     ("corrupt shard", lambda p, t: ["evaluate", "--model-dir", str(p / "model"), "--data", copy_damaged(p, t, "shard"),
                                     "--out", str(t / "out" / "e.json"), "--multiples", "1"], "is corrupt or truncated"),
@@ -158,6 +157,11 @@ CASES = [
 ]
 
 
+def prep(p, t, config):
+    return ["prepare", "--config", config, "--tokenizer", str(p / "tok.model"), "--out", str(t / "out" / "shards"),
+            "--work", str(t / "work")]
+
+
 def _write(path, text):
     path.write_text(text)
     return path
@@ -176,7 +180,7 @@ def test_bad_input_gives_one_line_error_and_leaves_results_untouched(case, proje
     (out / "e.json").write_text("previous result")  # an existing result that must survive
     snapshot = {p: p.read_bytes() for p in project.rglob("*") if p.is_file()}
     args = argv(project, tmp_path)
-    if args[0] in ("corpus", "evaluate", "train"):
+    if args[0] in ("prepare", "evaluate", "train"):
         args.append("--no-progress")  # the progress bar's own lines aside, the error is one line
     code = main(args)
     err = capsys.readouterr().err.strip().splitlines()

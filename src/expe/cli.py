@@ -71,7 +71,9 @@ def cmd_validate(args):
     from . import config as C
 
     cfg = C.load(args.config)
-    print(f"{args.config}: valid ({len(cfg['models'])} models: {', '.join(cfg['models'])})")
+    runs = sum(len(C.seeds(cfg, m)) for m in cfg["models"])
+    print(f"{args.config}: valid ({len(cfg['models'])} models, {runs} training runs over their seeds: "
+          f"{', '.join(cfg['models'])})")
 
 
 def cmd_dump_config(args):
@@ -87,29 +89,22 @@ def cmd_dump_spec(args):
     write_json(args.out, _json_arg(args.json, "--json"))
 
 
-def cmd_corpus(args):
-    from .data import collect
-
-    m = collect(_config(args), args.out, progress=_progress(args))
-    sp = m["splits"]
-    print(f"corpus: {m['documents_kept']} documents, {m['tokens_kept']} tokens ({m['length_unit']}); "
-          f"train/dev/test docs {sp['train']['docs']}/{sp['dev']['docs']}/{sp['test']['docs']}")
-
-
 def cmd_tokenizer(args):
     from .data import build_tokenizer
 
-    info = build_tokenizer(_config(args), args.corpus, args.out, threads=args.threads)
+    info = build_tokenizer(_config(args), args.out, threads=args.threads)
     print(f"tokenizer: {info['path']} ({info['type']}, vocab {info['vocab_size']})")
 
 
-def cmd_shards(args):
-    from .data import build_shards
+def cmd_prepare(args):
+    from .data import prepare
 
-    s = build_shards(_config(args), args.corpus, args.tokenizer, args.out, threads=args.threads,
-                     progress=_progress(args))
+    s = prepare(_config(args), args.tokenizer, args.out, work_dir=args.work, progress=_progress(args))
+    c = s["corpus"]
+    print(f"data: {c['documents_kept']} of {c['documents_seen']} documents kept, {c['tokens_kept']:,} tokens "
+          f"({c['documents_too_short']} shorter than data.min_tokens)")
     for split, v in s["splits"].items():
-        print(f"{split}: {v['n_docs']} docs, {v['n_tokens']} tokens")
+        print(f"{split}: {v['n_docs']} docs, {v['n_tokens']:,} tokens")
 
 
 def _spec(args) -> dict:
@@ -222,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         if data_step:
             sp.add_argument("--config-json", help="the seed, data and tokenizer keys as JSON (instead of --config)")
         if threads:
-            sp.add_argument("--threads", type=int, default=1, help="CPU threads / encoding processes")
+            sp.add_argument("--threads", type=positive_int, default=1, help="CPU threads")
         sp.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
 
     sp = add("validate", cmd_validate, "validate a config file and print its model entries")
@@ -236,20 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", required=True)
     sp.add_argument("--out", required=True)
 
-    sp = add("corpus", cmd_corpus, "stream the source, keep documents >= min_tokens up to token_budget, split")
-    common(sp, threads=False, data_step=True)
-    sp.add_argument("--out", required=True, help="corpus folder (train/dev/test.jsonl, manifest.json)")
-
-    sp = add("tokenizer", cmd_tokenizer, "train a sentencepiece BPE tokenizer on the train split, or load one")
+    sp = add("tokenizer", cmd_tokenizer, "train a sentencepiece BPE tokenizer on the source's training documents, "
+                                         "or copy a given one (tokenizer.type: load)")
     common(sp, data_step=True)
-    sp.add_argument("--corpus", required=True)
     sp.add_argument("--out", required=True, help="path of the tokenizer.model to write")
 
-    sp = add("shards", cmd_shards, "encode every split into token shards with a document index")
-    common(sp, data_step=True)
-    sp.add_argument("--corpus", required=True)
+    sp = add("prepare", cmd_prepare, "one pass over the source: tokenise once, keep documents >= min_tokens up to "
+                                     "token_budget, split by document hash, write token shards (resumable)")
+    common(sp, threads=False, data_step=True)
     sp.add_argument("--tokenizer", required=True)
-    sp.add_argument("--out", required=True)
+    sp.add_argument("--out", required=True, help="shards folder (<split>.bin/.idx.npy/.json, manifest.json)")
+    sp.add_argument("--work", help="folder for resumable chunk parts (default: <out>/../prepare_work)")
 
     sp = add("train", cmd_train, "train one model entry (resumes from its latest checkpoint)")
     sp.add_argument("--config", help="config YAML (with --model)")

@@ -100,14 +100,51 @@ def validate(config: dict[str, Any], data_only: bool = False) -> dict[str, Any]:
     return config
 
 
-def load(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error (PyYAML keeps the last
+    silently: two model entries of the same name would be merged into one)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise ConfigError(f"{loader.name}: line {line}: duplicate key {key!r} (first given on line {seen[key]}); "
+                              "each key, e.g. a model entry's name, may appear once per mapping")
+        seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a syntax error or a duplicate key is one line naming the file and line."""
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config file {p} not found")
     try:
-        cfg = yaml.safe_load(p.read_text()) or {}
+        with open(p, encoding="utf-8") as f:
+            loader = _StrictLoader(f)
+            loader.name = str(p)
+            try:
+                return loader.get_single_data()
+            finally:
+                loader.dispose()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"config file {p} is not valid YAML: {where}{e.problem or e.context}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not UTF-8 text") from None
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    cfg = read_yaml(path) or {}
     if overrides:
         cfg = deep_merge(cfg, overrides)
     return validate(cfg)
@@ -136,9 +173,38 @@ def architecture(config: dict[str, Any], name: str, where: str) -> dict[str, Any
     return merged
 
 
-def model_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
+BF16_SUFFIX = "_bf16train"
+
+
+def model_entries(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The config's model entries plus those the beyond-paper study derives from them: each model
+    of `beyond.bf16_training` trained again with bf16 autocast, as `<name>_bf16train`."""
+    entries = dict(config["models"])
+    for m in config.get("beyond", {}).get("bf16_training", []):
+        if m in config["models"]:
+            e = copy.deepcopy(config["models"][m])
+            e["train"] = {**e.get("train", {}), "precision": "bf16"}
+            entries[m + BF16_SUFFIX] = e
+    return entries
+
+
+def seeds(config: dict[str, Any], name: str) -> list[int]:
+    """The training seeds of one model entry: its own `seeds`, else the top-level `seeds`, else [seed]."""
+    entry = model_entries(config)[name]
+    if entry.get("seeds"):
+        return list(entry["seeds"])
+    if "seed" in entry:
+        return [entry["seed"]]
+    return list(config.get("seeds") or [config.get("seed", 1234)])
+
+
+def gpus(config: dict[str, Any], name: str) -> int:
+    return int(model_entries(config)[name].get("gpus", config.get("gpus", 1)))
+
+
+def model_spec(config: dict[str, Any], name: str, seed: int | None = None) -> dict[str, Any]:
     """Everything that determines one trained model: the input of `expe train`."""
-    models = config["models"]
+    models = model_entries(config)
     if name not in models:
         raise ConfigError(f"models: no entry {name!r} (entries: {', '.join(models)})")
     entry = models[name]
@@ -148,7 +214,7 @@ def model_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
     train["betas"] = list(train["betas"])
     return {
         "name": name,
-        "seed": entry.get("seed", config.get("seed", 1234)),
+        "seed": seeds(config, name)[0] if seed is None else int(seed),
         "model": {**architecture(config, entry["architecture"], f"models.{name}.architecture"), "pe": dict(entry["pe"])},
         "train": train,
     }
@@ -166,9 +232,38 @@ def eval_variants(config: dict[str, Any], model: str) -> list[str]:
     return ["base"] + [v for v, spec in variants.items() if model in spec["models"]]
 
 
+def beyond_models(config: dict[str, Any]) -> list[str]:
+    """The models the probes run on (beyond.models, default: the Section 4.1 and large tables)."""
+    chosen = config.get("beyond", {}).get("models")
+    if chosen is not None:
+        return list(chosen)
+    out: list[str] = []
+    for table in ("section41", "large"):
+        for ref in config["tables"].get(table, {}).values():
+            m, _ = parse_ref(ref)
+            if m not in out:
+                out.append(m)
+    return out
+
+
+def precision_models(config: dict[str, Any]) -> list[str]:
+    chosen = config.get("beyond", {}).get("precision", {}).get("models")
+    base = list(chosen) if chosen is not None else beyond_models(config)
+    return base + [m + BF16_SUFFIX for m in config.get("beyond", {}).get("bf16_training", []) if m + BF16_SUFFIX not in base]
+
+
 def _semantic_checks(config: dict[str, Any]) -> None:
     models = config["models"]
     for name in models:
+        if name.endswith(BF16_SUFFIX):
+            raise ConfigError(f"models.{name}: names ending in {BF16_SUFFIX!r} are reserved for beyond.bf16_training")
+        if "seed" in models[name] and "seeds" in models[name]:
+            raise ConfigError(f"models.{name}: give seeds or seed, not both")
+        g = gpus(config, name)
+        bs = model_spec(config, name)["train"]["batch_size"]
+        if bs % g:
+            raise ConfigError(f"models.{name}: train.batch_size {bs} cannot be split over gpus: {g} "
+                              f"(each micro-batch is split row-wise over the processes); use a multiple of {g}")
         spec = model_spec(config, name)
         m, t = spec["model"], spec["train"]
         where = f"models.{name}"
@@ -206,15 +301,41 @@ def _semantic_checks(config: dict[str, Any]) -> None:
     _data_checks(config)
     data = config["data"]
     hold = data["test_min_tokens"] if data["test_min_tokens"] is not None else data["min_tokens"]
+    bey = config["beyond"]
     for name in models:
         L = model_spec(config, name)["train"]["seq_len"]
-        for k in ev["multiples"]:
-            if k * L + 1 > hold:
+        needs = [("eval.multiples", k, k * L + 1) for k in ev["multiples"]]
+        needs += [("eval.sliding.multiples", k, k * L + 1) for k in ev["sliding"]["multiples"]]
+        needs += [("beyond.passkey.multiples", k, k * L + 1) for k in bey["passkey"]["multiples"]]
+        needs += [("beyond.precision.multiples", k, k * L + 1) for k in bey["precision"]["multiples"]]
+        seg = bey["retrieval"]["segment"]
+        needs += [("beyond.retrieval.distances", d, int(round(d * L)) + 2 * seg + 2) for d in bey["retrieval"]["distances"]]
+        for key, k, tokens in needs:
+            if tokens > hold:
+                what = f"ev={k} needs windows of {tokens} tokens" if "distances" not in key else \
+                    f"D={k}L needs {tokens} tokens"
                 raise ConfigError(
-                    f"eval.multiples: ev={k} needs windows of {k * L + 1} tokens (model {name}, seq_len {L}) but "
+                    f"{key}: {what} (model {name}, seq_len {L}) but "
                     f"test documents are only guaranteed {hold} (data.test_min_tokens / data.min_tokens); "
-                    f"raise data.test_min_tokens to >= {k * L + 1} or drop {k}"
+                    f"raise data.test_min_tokens to >= {tokens} or drop {k}"
                 )
+    sl = ev["sliding"]
+    if sl["stride"] is not None:
+        for name in models:
+            L = model_spec(config, name)["train"]["seq_len"]
+            if sl["multiples"] and sl["stride"] > min(sl["multiples"]) * L:
+                raise ConfigError(f"eval.sliding.stride: {sl['stride']} is longer than the shortest sliding window "
+                                  f"({min(sl['multiples'])} x {L} tokens of model {name})")
+    for key in ("models",):
+        for m in bey[key] or []:
+            if m not in models:
+                raise ConfigError(f"beyond.models: no model entry {m!r} (entries: {', '.join(models)})")
+    for m in bey["precision"]["models"] or []:
+        if m not in models:
+            raise ConfigError(f"beyond.precision.models: no model entry {m!r} (entries: {', '.join(models)})")
+    for m in bey["bf16_training"]:
+        if m not in models:
+            raise ConfigError(f"beyond.bf16_training: no model entry {m!r} (entries: {', '.join(models)})")
 
     for table, rows in config["tables"].items():
         for row, ref in rows.items():
