@@ -1,12 +1,22 @@
-# ExPE reproduction workflow: corpus -> tokenizer -> shards -> training -> evaluation ->
-# benchmarks -> tables and plots.  Default target: paper_tables.
+# ExPE reproduction workflow: tokenizer -> one-pass data preparation -> training (every model entry,
+# every seed) -> evaluation -> benchmarks -> tables and plots. Default target: paper_tables.
 #
-#   snakemake --cores 2 paper_tables                                 # offline default (CPU)
-#   snakemake --cores 1 paper_tables --configfile config/paper.yaml  # Section 4.1 as published
-#   snakemake --profile profiles/slurm --configfile config/paper_large.yaml
-#   snakemake --cores 2 model_expe_l1                                # one ablation only
+#   snakemake --cores 2 paper_tables                                    # offline default (CPU)
+#   snakemake --cores 2 beyond_paper                                    # probes and the precision study
+#   snakemake --cores 2 model_expe_l1                                   # one ablation only
+#   snakemake --cores 16 --resources gpu=1 paper_tables --configfile config/paper.yaml    # one GPU
+#   snakemake --profile profiles/slurm paper_tables --configfile config/paper_large.yaml  # Slurm
+#
+# (--configfile takes several files: put the target before it, or end the file list with --.)
+import time
+
+_T0 = time.time()
+
 
 include: "workflow/rules/common.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 rule paper_tables:
@@ -17,8 +27,31 @@ rule paper_tables:
         done=[f"{RES}/tables.done", f"{RES}/plots.done"],  # see workflow/rules/tables.smk
 
 
+rule beyond_paper:
+    input:
+        BEYOND_FILES,
+        f"{RES}/beyond.done",
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/benchmarks.smk"
+include: "workflow/rules/beyond.smk"
 include: "workflow/rules/tables.smk"
+
+
+# Steps that need the internet run on the submitting host under a cluster executor (download_locally).
+if config["download_locally"]:
+
+    localrules:
+        tokenizer,
+        shards,
+        benchmark_data,
+        data,
+
+
+onsuccess:
+    if not workflow.dryrun:
+        _s = time.time() - _T0
+        print(f"expe: workflow finished in {int(_s // 60)} min {_s % 60:.0f} s ({_s:.0f} s wall time)")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from conftest import tiny_spec
 from expe.benchmarks import NOT_RUN_OFFLINE, ExpeLM, run_benchmarks
-from expe.data import build_shards, build_tokenizer, collect
+from expe.data import build_tokenizer, prepare
 from expe.runtime import load_trained
 from expe.train import train
 from test_data import make_config, synthetic_docs
@@ -23,9 +23,8 @@ def trained(tmp_path_factory):
     """A tiny trained model and its sentencepiece tokenizer."""
     tmp = tmp_path_factory.mktemp("bench")
     cfg = make_config(tmp, synthetic_docs(30))
-    collect(cfg, tmp / "c", progress=False)
-    build_tokenizer(cfg, tmp / "c", tmp / "tok.model")
-    build_shards(cfg, tmp / "c", tmp / "tok.model", tmp / "s", progress=False)
+    build_tokenizer(cfg, tmp / "tok.model")
+    prepare(cfg, tmp / "tok.model", tmp / "s", progress=False)
     train(tiny_spec(steps=20), tmp / "s", tmp / "m", tmp / "ck", progress=False)
     return tmp / "m", tmp / "tok.model"
 
@@ -168,15 +167,57 @@ def test_a_continuation_longer_than_the_window_is_scored_in_several_windows(trai
     assert score == pytest.approx(expected, abs=1e-4)
 
 
-def test_lm_evals_own_command_line_runs_our_checkpoints(trained, local_tasks, tmp_path):
+def test_lm_evals_own_command_line_runs_our_checkpoints_with_its_default_device(trained, local_tasks, tmp_path):
+    """lm-eval's CLI passes device="cuda:0" unless told otherwise; without a GPU the CPU is used."""
     import subprocess
     import sys
 
     model_dir, tok = trained
     r = subprocess.run(
         [sys.executable, "-m", "expe.lmeval", "run", "--model", "expe", "--model_args",
-         f"model_dir={model_dir},tokenizer={tok}", "--batch_size", "4", "--device", "cpu", "--tasks", "local_arc_easy",
+         f"model_dir={model_dir},tokenizer={tok}", "--batch_size", "4", "--tasks", "local_arc_easy",
          "--include_path", str(local_tasks), "--output_path", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "local_arc_easy" in r.stdout and "acc" in r.stdout
+
+
+def test_requests_sharing_an_input_run_one_forward_and_only_scored_positions_reach_the_head(trained, monkeypatch):
+    model_dir, tok = trained
+    lm = ExpeLM(model_dir=str(model_dir), tokenizer=str(tok), batch_size=16, max_length=256)
+    ctx = "the king and the queen of the castle. Answer:"
+    words = ["the", "e", ".", "a", "n", "k", "g", "i"]
+    choices = [w for w in words if len(lm._encode_pair(ctx, w)[1]) == 1][:4]
+    assert len(choices) == 4
+    pairs = [(ctx, w) for w in choices]  # MMLU-shaped: four one-token choices after one context
+    rows, head_rows = [], []
+    forward = lm.model.hidden_states
+    head = lm.model.lm_head.forward
+    monkeypatch.setattr(lm.model, "hidden_states", lambda x: rows.append(x.shape[0]) or forward(x))
+    monkeypatch.setattr(lm.model.lm_head, "forward", lambda h: head_rows.append(h.shape[0]) or head(h))
+    got = lm.loglikelihood(requests(lm, pairs), disable_tqdm=True)
+    assert rows == [1] and head_rows == [1]  # one forward of one sequence, the head at one position
+    model = load_trained(model_dir)
+    for (c, t), (score, _) in zip(pairs, got):
+        ids_ctx, ids_cont = lm._encode_pair(c, t)
+        assert score == pytest.approx(own_logprob(model, ids_ctx, ids_cont), abs=1e-4)
+
+
+def test_bad_model_args_are_one_line_errors(trained):
+    from expe.errors import ConfigError, ExpeError
+
+    model_dir, tok = trained
+    with pytest.raises(ConfigError, match="pe.scale: must be a positive number, got 0"):
+        ExpeLM(model_dir=str(model_dir), tokenizer=str(tok), scale=0)
+    with pytest.raises(ExpeError, match="model_args scale='x': must be a number"):
+        ExpeLM(model_dir=str(model_dir), tokenizer=str(tok), scale="x")
+
+
+def test_benchmark_data_records_unavailable_tasks_and_scoring_skips_them(trained, tmp_path):
+    from expe.benchmarks import fetch_benchmark_data
+
+    model_dir, tok = trained
+    avail = fetch_benchmark_data(["arc_easy"], str(tmp_path / "avail.json"))
+    assert avail["tasks"] == {"arc_easy": NOT_RUN_OFFLINE}
+    r = run_benchmarks(str(model_dir), str(tok), ["arc_easy"], str(tmp_path / "b.json"), availability=avail["tasks"])
+    assert r["tasks"]["arc_easy"] == {"status": "not run", "reason": NOT_RUN_OFFLINE}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from .data import hub_reachable
@@ -53,14 +54,23 @@ def _lm_class():
         def __init__(self, model_dir: str, tokenizer: str, batch_size: int | str = 8, device: str | None = "auto",
                      max_length: int | None = None, max_gen_toks: int = 128, max_batch_size: int | None = None,
                      **pe: Any):
-            """lm-eval's CLI passes batch_size, max_batch_size and device itself; 'auto' picks CUDA
+            """lm-eval's CLI passes batch_size, max_batch_size and device itself (device="cuda:0" by
+            default, even without a GPU: then the CPU is used, with a warning); 'auto' picks CUDA
             when available and batch size 8."""
             super().__init__()
             if device in (None, "auto"):
                 device = "cuda" if torch.cuda.is_available() else "cpu"
-            self.model = load_trained(model_dir, device=device)
+            elif str(device).startswith("cuda") and not torch.cuda.is_available():
+                log.warning("device %s requested (lm-eval's default) but CUDA is not available: using the CPU", device)
+                device = "cpu"
+            self.model = load_trained(model_dir, device=resolve_device(str(device)))
             if pe:
-                self.model.pe.set_inference(**{k: float(v) for k, v in pe.items()})
+                for k, v in pe.items():
+                    try:
+                        pe[k] = float(v)
+                    except (TypeError, ValueError):
+                        raise ExpeError(f"model_args {k}={v!r}: must be a number") from None
+                self.model.pe.set_inference(**pe)
             self.tok = Tokenizer(tokenizer)
             if self.tok.vocab_size != self.model.cfg.vocab_size:
                 raise ExpeError(
@@ -91,14 +101,22 @@ def _lm_class():
             return self.tok.decode(tokens)
 
         @torch.no_grad()
-        def _logprobs(self, inputs: list[list[int]]) -> list[torch.Tensor]:
-            """Log-softmax over the vocabulary at every position of each (right-padded) input."""
+        def _logprobs(self, inputs: list[list[int]], positions: list[int] | None = None) -> list[torch.Tensor]:
+            """Log-softmax over the vocabulary at the last `positions[i]` positions of each (right-padded)
+            input (all positions when None). Only those positions go through the output head."""
             width = max(len(x) for x in inputs)
             batch = torch.zeros(len(inputs), width, dtype=torch.long)
             for i, x in enumerate(inputs):
                 batch[i, : len(x)] = torch.tensor(x)
-            logits = self.model(batch.to(self._device)).float()
-            return [F.log_softmax(logits[i, : len(x)], dim=-1).cpu() for i, x in enumerate(inputs)]
+            h = self.model.hidden_states(batch.to(self._device))
+            rows, cols, sizes = [], [], []
+            for i, x in enumerate(inputs):
+                k = len(x) if positions is None else positions[i]
+                rows += [i] * k
+                cols += range(len(x) - k, len(x))
+                sizes.append(k)
+            logits = self.model.lm_head(h[rows, cols]).float()
+            return list(F.log_softmax(logits, dim=-1).cpu().split(sizes))
 
         def _windows(self, ctx: list[int], cont: list[int]) -> list[tuple[list[int], list[int]]]:
             """(input, scored targets) windows of at most max_length tokens: the context is cut on
@@ -111,20 +129,27 @@ def _lm_class():
             return out
 
         def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
-            """Sum of log p(continuation | context), and whether greedy decoding gives it."""
+            """Sum of log p(continuation | context), and whether greedy decoding gives it.
+
+            Requests whose model input is identical (the same context with one-token continuations,
+            as in MMLU's four choices) share one forward, as lm-eval's own HF model groups them."""
             pieces = [(r, w) for r, (_, ctx, cont) in enumerate(requests) for w in self._windows(ctx, cont)]
-            order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i][1][0]))
+            groups: dict[tuple[int, ...], list[int]] = {}
+            for i, (_, (inp, _)) in enumerate(pieces):
+                groups.setdefault(tuple(inp), []).append(i)
+            keys = sorted(groups, key=lambda k: -len(k))
             scores = [0.0] * len(requests)
             greedy = [True] * len(requests)
-            for start in tqdm(range(0, len(order), self.batch_size), disable=disable_tqdm, desc="loglikelihood"):
-                idx = order[start : start + self.batch_size]
-                inputs = [pieces[i][1][0] for i in idx]
-                for i, lp in zip(idx, self._logprobs(inputs)):
-                    r, (inp, target) = pieces[i]
-                    tail = lp[len(inp) - len(target) :]
-                    t = torch.tensor(target)
-                    scores[r] += tail.gather(1, t[:, None]).sum().item()
-                    greedy[r] &= bool((tail.argmax(-1) == t).all())
+            for start in tqdm(range(0, len(keys), self.batch_size), disable=disable_tqdm, desc="loglikelihood"):
+                chunk = keys[start : start + self.batch_size]
+                need = [max(len(pieces[i][1][1]) for i in groups[k]) for k in chunk]
+                for key, lp in zip(chunk, self._logprobs([list(k) for k in chunk], need)):
+                    for i in groups[key]:
+                        r, (_, target) = pieces[i]
+                        tail = lp[len(lp) - len(target) :]
+                        t = torch.tensor(target)
+                        scores[r] += tail.gather(1, t[:, None]).sum().item()
+                        greedy[r] &= bool((tail.argmax(-1) == t).all())
             for r, req in enumerate(requests):
                 self.cache_hook.add_partial("loglikelihood", req[0], (scores[r], greedy[r]))
             return list(zip(scores, greedy))
@@ -157,7 +182,7 @@ def _lm_class():
                 text = ""
                 for _ in range(max_new):
                     window = (ids + new)[-self.max_length :]
-                    nxt = int(self._logprobs([window])[0][-1].argmax())
+                    nxt = int(self._logprobs([window], [1])[0][-1].argmax())
                     if nxt == self.eot_token_id:
                         break
                     new.append(nxt)
@@ -200,20 +225,49 @@ def _metrics(task_results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _task_manager(include_path: str | None):
+    from lm_eval.tasks import TaskManager
+
+    if include_path and not Path(include_path).is_dir():
+        raise ExpeError(f"benchmarks.include_path {include_path!r}: not a folder")
+    return TaskManager(include_path=include_path) if include_path else TaskManager()
+
+
+def fetch_benchmark_data(tasks: list[str], out: str, include_path: str | None = None) -> dict[str, Any]:
+    """Load every task's dataset once, where the internet is (on a cluster: the submitting host):
+    `datasets` keeps it in the Hugging Face cache, from which the benchmark jobs read offline.
+    Records for each task whether its data is available."""
+    online = set_offline_if_unreachable()
+    tm = _task_manager(include_path)
+    status = {}
+    for task in tasks:
+        if task not in tm.all_tasks:
+            raise ExpeError(f"benchmarks.tasks: unknown lm-eval task {task!r}")
+        try:
+            tm.load([task])
+            status[task] = "available"
+        except Exception as e:
+            status[task] = NOT_RUN_OFFLINE if not online else f"not run: dataset could not be loaded ({type(e).__name__})"
+            log.warning("%s: %s", task, status[task])
+    result = {"online": online, "tasks": status, "cache": os.environ.get("HF_DATASETS_CACHE") or "~/.cache/huggingface"}
+    write_json(out, result)
+    return result
+
+
 def run_benchmarks(model_dir: str, tokenizer: str, tasks: list[str], out: str, num_fewshot: int = 0,
                    limit: int | None = None, batch_size: int = 8, pe_overrides: dict | None = None,
-                   include_path: str | None = None, device: str = "auto", threads: int = 1) -> dict[str, Any]:
-    """Run each task; a task whose data cannot be loaded is recorded as not run (never a number)."""
+                   include_path: str | None = None, device: str = "auto", threads: int = 1,
+                   availability: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run each task; a task whose data cannot be loaded is recorded as not run (never a number).
+    availability: what `fetch_benchmark_data` found (tasks it could not load are not tried again)."""
     online = set_offline_if_unreachable()
     import torch
 
     torch.set_num_threads(max(1, threads))
     import lm_eval
-    from lm_eval.tasks import TaskManager
 
-    dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    lm = ExpeLM(model_dir=model_dir, tokenizer=tokenizer, batch_size=batch_size, device=dev, **(pe_overrides or {}))
-    tm = TaskManager(include_path=include_path) if include_path else TaskManager()
+    lm = ExpeLM(model_dir=model_dir, tokenizer=tokenizer, batch_size=batch_size, device=device, **(pe_overrides or {}))
+    tm = _task_manager(include_path)
     result: dict[str, Any] = {
         "model_dir": str(model_dir),
         "pe": {**lm.model.cfg.pe, **(pe_overrides or {})},
@@ -226,6 +280,10 @@ def run_benchmarks(model_dir: str, tokenizer: str, tasks: list[str], out: str, n
     }
     for task in tasks:
         t0 = time.time()
+        known = (availability or {}).get(task)
+        if known is not None and known != "available":
+            result["tasks"][task] = {"status": "not run", "reason": known}
+            continue
         try:
             tm.load([task])
         except Exception as e:  # the dataset (or the task itself) cannot be loaded

@@ -183,10 +183,22 @@ def cmd_params(args):
 
 def cmd_benchmark(args):
     from .benchmarks import run_benchmarks
+    from .io import read_json
 
-    run_benchmarks(args.model_dir, args.tokenizer, args.tasks.split(","), args.out, num_fewshot=args.num_fewshot,
-                   limit=args.limit, batch_size=args.batch_size, pe_overrides=_overrides(args.pe),
-                   include_path=args.include_path, device=args.device, threads=args.threads)
+    avail = read_json(args.availability)["tasks"] if args.availability else None
+    r = run_benchmarks(args.model_dir, args.tokenizer, args.tasks.split(","), args.out, num_fewshot=args.num_fewshot,
+                       limit=args.limit, batch_size=args.batch_size, pe_overrides=_overrides(args.pe),
+                       include_path=args.include_path, device=args.device, threads=args.threads, availability=avail)
+    for task, t in r["tasks"].items():
+        print(f"{task}: " + (f"acc {t['acc']:.4f}" if t["status"] == "ok" else t["reason"]))
+
+
+def cmd_benchmark_data(args):
+    from .benchmarks import fetch_benchmark_data
+
+    r = fetch_benchmark_data(args.tasks.split(","), args.out, include_path=args.include_path)
+    for task, status in r["tasks"].items():
+        print(f"{task}: {status}")
 
 
 def cmd_tables(args):
@@ -284,12 +296,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tasks", default="hellaswag,mmlu,arc_challenge,arc_easy")
     sp.add_argument("--out", required=True, help="result JSON")
     sp.add_argument("--num-fewshot", type=int, default=0)
-    sp.add_argument("--limit", type=int)
-    sp.add_argument("--batch-size", type=int, default=8)
+    sp.add_argument("--limit", type=positive_int)
+    sp.add_argument("--batch-size", type=positive_int, default=8)
     sp.add_argument("--pe", action="append", metavar="KEY=VALUE")
     sp.add_argument("--include-path", help="folder of extra task YAMLs")
+    sp.add_argument("--availability", help="the benchmark-data step's result (tasks it could not load are not run)")
     sp.add_argument("--device", default="auto")
     common(sp, config=False)
+
+    sp = add("benchmark-data", cmd_benchmark_data, "load the benchmark datasets into the Hugging Face cache "
+                                                   "(where the internet is) and record which are available")
+    sp.add_argument("--tasks", default="hellaswag,mmlu,arc_challenge,arc_easy")
+    sp.add_argument("--include-path", help="folder of extra task YAMLs")
+    sp.add_argument("--out", required=True)
 
     sp = add("tables", cmd_tables, "regenerate the paper's tables (Markdown, LaTeX, CSV) from results")
     common(sp, threads=False)

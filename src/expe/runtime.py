@@ -144,3 +144,13 @@ def load_trained(model_dir: str | Path, device: str | torch.device = "cpu"):
         raise CheckpointError(f"weights {w_path} do not match config.json: {first}") from None
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     return model.to(dev).eval()
+
+
+def check_devices(device: str, gpus: int, precisions: list[str]) -> None:
+    """Before any job of a local run: the device exists, enough GPUs for `gpus`, every precision
+    is supported there. One-line ConfigError otherwise."""
+    dev = resolve_device(device)
+    if dev.type == "cuda" and gpus > torch.cuda.device_count():
+        raise ConfigError(f"gpus: {gpus} processes need {gpus} GPUs but {torch.cuda.device_count()} are visible")
+    for p in dict.fromkeys(precisions):
+        resolve_precision(dev, p)

@@ -1,32 +1,33 @@
-# Corpus (download + length filter + split) -> tokenizer -> token shards.
+# Tokenizer (trained on the source's training documents, or a given one) -> one-pass preparation:
+# stream, tokenise once, length filter, split by document hash, token shards.
 
 
-rule corpus:
-    output:
-        train=f"{DATA}/corpus/train.jsonl",
-        dev=f"{DATA}/corpus/dev.jsonl",
-        test=f"{DATA}/corpus/test.jsonl",
-        manifest=f"{DATA}/corpus/manifest.json",
-    params:
-        cfg=C.dumps(DATA_KEYS),
-    log:
-        f"{LOGS}/corpus.log",
-    benchmark:
-        f"{BENCH}/corpus.tsv"
-    conda:
-        ENV
-    shell:
-        "expe corpus --config-json {params.cfg:q} --out $(dirname {output.manifest}) --no-progress > {log} 2>&1"
+def source_files(wildcards):
+    """A local corpus is an input: adding or editing its files reruns the data steps."""
+    data = config["data"]
+    if data["source"] == "text_dir":
+        from expe.data import text_dir_files
+
+        try:
+            return [str(p) for p in text_dir_files(data["path"])]
+        except Exception as e:
+            raise WorkflowError(f"config error: {e}")
+    if data["source"] in ("jsonl", "parquet"):
+        return [data["path"]]
+    return []
 
 
 rule tokenizer:
     input:
-        train=rules.corpus.output.train,
+        source_files,
     output:
         TOKENIZER,
     params:
         cfg=C.dumps(DATA_KEYS),
     threads: workflow.cores
+    resources:
+        runtime=240,
+        mem_mb=16000,
     log:
         f"{LOGS}/tokenizer.log",
     benchmark:
@@ -34,20 +35,23 @@ rule tokenizer:
     conda:
         ENV
     shell:
-        "expe tokenizer --config-json {params.cfg:q} --corpus $(dirname {input.train}) --out {output} "
-        "--threads {threads} > {log} 2>&1"
+        "{EXPE} tokenizer --config-json {params.cfg:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule shards:
     input:
+        source_files,
         tokenizer=TOKENIZER,
-        corpus=rules.corpus.output.manifest,
     output:
         expand(f"{SHARDS}/{{split}}.{{ext}}", split=["train", "dev", "test"], ext=["bin", "idx.npy", "json"]),
         manifest=f"{SHARDS}/manifest.json",
     params:
         cfg=C.dumps(DATA_KEYS),
-    threads: workflow.cores
+        work=f"{DATA}/prepare_work",  # chunk parts of a killed run; never an output, so a rerun resumes
+    threads: config["data"]["workers"]
+    resources:
+        runtime=2880,
+        mem_mb=lambda w, threads: 4000 + 3000 * threads,
     log:
         f"{LOGS}/shards.log",
     benchmark:
@@ -55,8 +59,8 @@ rule shards:
     conda:
         ENV
     shell:
-        "expe shards --config-json {params.cfg:q} --corpus $(dirname {input.corpus}) --tokenizer {input.tokenizer} "
-        "--out $(dirname {output.manifest}) --threads {threads} --no-progress > {log} 2>&1"
+        "{EXPE} prepare --config-json {params.cfg:q} --tokenizer {input.tokenizer:q} --out $(dirname {output.manifest:q}) "
+        "--work {params.work:q} --no-progress >> {log:q} 2>&1"
 
 
 rule resolved_config:
@@ -72,4 +76,24 @@ rule resolved_config:
     conda:
         ENV
     shell:
-        "expe dump-config --json {params.cfg:q} --out {output} > {log} 2>&1"
+        "{EXPE} dump-config --json {params.cfg:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule results_index:
+    """Where every result of this config lives (what tables and plots read, so a cell traces to a file)."""
+    output:
+        INDEX_FILE,
+    params:
+        index=json.dumps(results_index()),
+    log:
+        f"{LOGS}/index.log",
+    conda:
+        ENV
+    shell:
+        "{EXPE} dump-spec --json {params.index:q} --out {output:q} > {log:q} 2>&1"
+
+
+# `snakemake --cores 16 data` on a machine with internet (a login node) before GPU jobs on nodes without.
+rule data:
+    input:
+        rules.shards.output.manifest,

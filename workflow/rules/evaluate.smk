@@ -1,31 +1,46 @@
-# Length extrapolation: loss at every ev multiple, per inference-time variant (e.g. ExPE scale 1/2).
+# Length extrapolation: loss at every ev multiple (non-overlapping and sliding windows), per seed
+# and per inference-time variant (e.g. ExPE scale 1/2, RoPE YaRN).
+
+
+def _sliding(wildcards):
+    s = config["eval"]["sliding"]
+    if not s["multiples"]:
+        return ""
+    out = f"--sliding {','.join(map(str, s['multiples']))}"
+    if s["stride"]:
+        out += f" --stride {s['stride']}"
+    if s["max_tokens"]:
+        out += f" --sliding-max-tokens {s['max_tokens']}"
+    return out
 
 
 rule evaluate:
     input:
-        weights=lambda w: f"{model_dir(w)}/model.safetensors",
-        config=lambda w: f"{model_dir(w)}/config.json",
+        weights=lambda w: f"{model_dir(w.model, w.seed)}/model.safetensors",
+        config=lambda w: f"{model_dir(w.model, w.seed)}/config.json",
         shards=f"{SHARDS}/{config['eval']['split']}.json",
     output:
-        f"{RES}/eval/{{model}}/{{variant}}.json",
+        f"{EVAL}/{{model}}/s{{seed}}/{{variant}}.json",
     params:
-        device=DEVICE,
         pe=pe_args,
         multiples=",".join(map(str, config["eval"]["multiples"])),
-        max_tokens=config["eval"]["max_tokens"] or 0,
+        max_tokens=f"--max-tokens {config['eval']['max_tokens']}" if config["eval"]["max_tokens"] else "",
+        sliding=_sliding,
         batch=config["eval"]["batch_size"],
         split=config["eval"]["split"],
+        precision=config["eval"]["precision"],
     threads: 1
     resources:
-        runtime=30,
+        gpu=0 if DEVICE == "cpu" else 1,
+        runtime=60,
     log:
-        f"{LOGS}/eval/{{model}}/{{variant}}.log",
+        f"{LOGS}/eval/{{model}}/s{{seed}}/{{variant}}.log",
     benchmark:
-        f"{BENCH}/eval/{{model}}/{{variant}}.tsv"
+        f"{BENCH}/eval/{{model}}/s{{seed}}/{{variant}}.tsv"
     conda:
         ENV
     shell:
-        "expe evaluate --model-dir $(dirname {input.weights}) --data $(dirname {input.shards}) --out {output} "
-        "--multiples {params.multiples} --split {params.split} --max-tokens {params.max_tokens} "
-        "--batch-size {params.batch} --variant {wildcards.variant} {params.pe} --threads {threads} "
-        "--device {params.device} --no-progress > {log} 2>&1"
+        "{EXPE} evaluate --model-dir $(dirname {input.weights:q}) --data $(dirname {input.shards:q}) --out {output:q} "
+        "--multiples {params.multiples} --split {params.split} {params.max_tokens} {params.sliding} "
+        "--precision {params.precision} --batch-size {params.batch} --variant {wildcards.variant} {params.pe} "
+        "--threads {threads} --device " + DEVICE + " --no-progress > {log:q} 2>&1"

@@ -1,21 +1,23 @@
-# The paper's tables (Markdown, LaTeX, CSV; the paper's numbers beside ours) and plots.
+# The paper's tables (Markdown, LaTeX, CSV; the paper's numbers beside ours, intervals over seeds),
+# the tidy data behind them (paper_tables/data/), and plots.
 
 
 rule tables:
     input:
         cfg=CONFIG_FILE,
+        index=INDEX_FILE,
         evals=eval_results(MODELS),
         benchmarks=benchmark_results(),
+        speed=SPEED_FILE,
         data=f"{SHARDS}/manifest.json",
-        corpus=f"{DATA}/corpus/manifest.json",
     output:
-        [report(f, category="Tables") if f.endswith(".csv") else f for f in TABLE_FILES],
+        [report(f, category="Tables", labels={"file": os.path.basename(f)}) if f.endswith(".csv") else f
+         for f in TABLE_FILES],
         # under results/ (never committed): on a fresh clone the committed paper_tables/ files
         # alone do not count as up to date, so `snakemake paper_tables` regenerates them
         done=f"{RES}/tables.done",
     params:
-        results=lambda w, input: os.path.dirname(os.path.dirname(input.cfg)),  # results/<run>
-        out=lambda w, output: os.path.dirname(output[0]),
+        out=TABLES,
     log:
         f"{LOGS}/tables.log",
     benchmark:
@@ -23,20 +25,22 @@ rule tables:
     conda:
         ENV
     shell:
-        "expe tables --config {input.cfg} --results {params.results} --out {params.out} > {log} 2>&1 "
-        "&& touch {output.done}"
+        "{EXPE} tables --config {input.cfg:q} --index {input.index:q} --out {params.out:q} > {log:q} 2>&1 "
+        "&& touch {output.done:q}"
 
 
 rule plots:
     input:
         cfg=CONFIG_FILE,
+        index=INDEX_FILE,
+        tidy=f"{TABLES}/data/results.csv",
         evals=eval_results(MODELS),
     output:
-        [report(f, category="Plots") if f.endswith(".png") else f for f in PLOT_FILES],
+        [report(f, category="Plots", labels={"plot": os.path.basename(f)}) if f.endswith(".png") else f
+         for f in PLOT_FILES],
         done=f"{RES}/plots.done",
     params:
-        results=lambda w, input: os.path.dirname(os.path.dirname(input.cfg)),  # results/<run>
-        out=lambda w, output: os.path.dirname(output[0]),
+        out=f"{TABLES}/plots",
     log:
         f"{LOGS}/plots.log",
     benchmark:
@@ -44,5 +48,5 @@ rule plots:
     conda:
         ENV
     shell:
-        "expe plots --config {input.cfg} --results {params.results} --out {params.out} > {log} 2>&1 "
-        "&& touch {output.done}"
+        "{EXPE} plots --config {input.cfg:q} --index {input.index:q} --out {params.out:q} > {log:q} 2>&1 "
+        "&& touch {output.done:q}"

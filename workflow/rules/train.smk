@@ -1,12 +1,28 @@
-# One training job per model entry. Checkpoints live outside `output:` (Snakemake deletes outputs
-# before rerunning a job), so a rerun after a kill or preemption resumes from the latest one.
+# One training job per model entry and seed. Checkpoints live outside `output:` (Snakemake deletes
+# outputs before rerunning a job), so a rerun after a kill or preemption resumes from the latest one.
+# The device and the number of processes are not params: changing them never deletes a trained model.
+
+
+def _spec_of(wildcards):
+    """model + specid -> the spec (the seed is the one whose folder hash is specid)."""
+    for s in C.seeds(config, wildcards.model):
+        if model_dir(wildcards.model, s).endswith(wildcards.specid):
+            return spec(wildcards.model, s)
+    raise WorkflowError(f"no seed of model {wildcards.model} has spec id {wildcards.specid}")
+
+
+def _train_cmd(wildcards, threads):
+    n = C.gpus(config, wildcards.model)
+    if n > 1:  # DDP: torchrun through expe.launch (exit 143 on preemption, so retries resume)
+        return f"OMP_NUM_THREADS={max(1, threads // n)} {LAUNCH} --standalone --nproc_per_node {n} -m expe.cli train"
+    return f"{EXPE} train"
 
 
 rule model_spec:
     output:
         f"{RES}/models/{{model}}/{{specid}}/spec.json",
     params:
-        spec=spec,
+        spec=_spec_of,
     log:
         f"{LOGS}/specs/{{model}}.{{specid}}.log",
     benchmark:
@@ -14,7 +30,7 @@ rule model_spec:
     conda:
         ENV
     shell:
-        "expe dump-spec --json {params.spec:q} --out {output} > {log} 2>&1"
+        "{EXPE} dump-spec --json {params.spec:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule train:
@@ -26,10 +42,11 @@ rule train:
         config=f"{RES}/models/{{model}}/{{specid}}/config.json",
         metrics=f"{RES}/models/{{model}}/{{specid}}/metrics.jsonl",
     params:
-        device=DEVICE,
         checkpoints=lambda w: f"{RES}/checkpoints/{w.model}/{w.specid}",
+        cmd=_train_cmd,
     threads: 1
     resources:
+        gpu=lambda w: C.gpus(config, w.model) if DEVICE != "cpu" else 0,
         runtime=60,
     log:
         f"{LOGS}/train/{{model}}.{{specid}}.log",
@@ -38,8 +55,35 @@ rule train:
     conda:
         ENV
     shell:
-        "expe train --spec-file {input.spec} --data $(dirname {input.shards}) --out $(dirname {output.weights}) "
-        "--checkpoints {params.checkpoints} --threads {threads} --device {params.device} --no-progress >> {log} 2>&1"
+        "{params.cmd} --spec-file {input.spec:q} --data $(dirname {input.shards:q}) --out $(dirname {output.weights:q}) "
+        "--checkpoints {params.checkpoints:q} --threads {threads} --device " + DEVICE + " --no-progress >> {log:q} 2>&1"
+
+
+# The step time of every table model in one process, interleaved repeats; serialised (all cores
+# and the `speed` resource), so nothing runs beside it and the ratios in Tables 1 and 7 mean something.
+rule speed:
+    input:
+        weights=weights(table_models()),
+        cfg=CONFIG_FILE,
+        shards=f"{SHARDS}/train.json",
+    output:
+        SPEED_FILE,
+    params:
+        models=",".join(table_models()),
+    threads: workflow.cores
+    resources:
+        speed=1,
+        gpu=1 if DEVICE != "cpu" else 0,
+        runtime=60,
+    log:
+        f"{LOGS}/speed.log",
+    benchmark:
+        f"{BENCH}/speed.tsv"
+    conda:
+        ENV
+    shell:
+        "{EXPE} speed --config {input.cfg:q} --models {params.models} --data $(dirname {input.shards:q}) "
+        "--out {output:q} --device " + DEVICE + " > {log:q} 2>&1"
 
 
 # `snakemake --cores 2 model_<name>` trains and evaluates one entry (e.g. one ablation) only.

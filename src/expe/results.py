@@ -1,0 +1,178 @@
+"""One tidy table of every number the tables and plots use, read from the result files that the
+workflow's index names (results/<run>/index/<hash>.json). Each row: model entry, seed, variant,
+metric, ev, value, the windows / documents / tokens behind it, and the file it came from with that
+file's sha256; the per-document sums the paired bootstrap needs stay in memory (`Results.per_doc`).
+
+Metrics: loss (the paper's, non-overlapping windows), loss_within_L, loss_beyond_L, sliding_loss,
+train_seconds, final_train_loss, step_ms / tokens_per_s (the `speed` rule), <task>_acc / _acc_norm.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .io import read_json, sha256_file
+
+COLUMNS = ["model", "seed", "variant", "metric", "ev", "value", "windows", "docs", "tokens", "source", "sha256"]
+
+
+class Results:
+    """The tidy data of one run plus what tables need besides (configs of trained models, speed,
+    per-document sums, reasons why something is missing)."""
+
+    def __init__(self, index: dict[str, Any] | str | Path, root: str | Path = "."):
+        self.index = read_json(index) if isinstance(index, (str, Path)) else index
+        self.root = Path(root)
+        self._sha: dict[str, str] = {}
+        self.per_doc: dict[tuple, dict[int, tuple[float, int]]] = {}  # (model, seed, variant, metric, ev) -> doc -> (sum, n)
+        self.per_position: list[dict[str, Any]] = []
+        self.missing: dict[tuple[str, str], str] = {}  # (model, variant) -> why
+        self.benchmark_reasons: dict[tuple[str, str, str], str] = {}
+        self.model_configs: dict[tuple[str, str], dict] = {}
+        rows: list[dict[str, Any]] = []
+        self._read_models(rows)
+        self._read_evals(rows)
+        self._read_benchmarks(rows)
+        self._read_speed(rows)
+        self.df = pd.DataFrame(rows, columns=COLUMNS)
+
+    # ------------------------------------------------------------------ helpers
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def sha(self, rel: str) -> str:
+        if rel not in self._sha:
+            self._sha[rel] = sha256_file(self.path(rel))
+        return self._sha[rel]
+
+    def _json(self, rel: str) -> dict | None:
+        p = self.path(rel)
+        if not p.exists():
+            return None
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError:
+            return None
+
+    def seeds(self, model: str) -> list[str]:
+        return list(self.index["models"].get(model, {}))
+
+    # ------------------------------------------------------------------ readers
+    def _read_models(self, rows):
+        for model, by_seed in self.index["models"].items():
+            for seed, d in by_seed.items():
+                cfg = self._json(f"{d}/config.json")
+                if cfg is None:
+                    continue
+                self.model_configs[(model, seed)] = cfg
+                src = f"{d}/config.json"
+                for metric in ("train_seconds", "final_train_loss"):
+                    rows.append(dict(model=model, seed=int(seed), variant="base", metric=metric, ev=None,
+                                     value=cfg[metric], windows=None, docs=None, tokens=cfg["tokens"], source=src,
+                                     sha256=self.sha(src)))
+
+    def _read_evals(self, rows):
+        for model, by_seed in self.index["eval"].items():
+            for seed, by_variant in by_seed.items():
+                for variant, rel in by_variant.items():
+                    r = self._json(rel)
+                    if r is None:
+                        self.missing[(model, variant)] = "not run (no evaluation result)"
+                        continue
+                    sha = self.sha(rel)
+                    base = dict(model=model, seed=int(seed), variant=variant, source=rel, sha256=sha)
+                    L = r["train_length"]
+                    for x in r["results"]:
+                        ev = x["ev"]
+                        rows.append({**base, "metric": "loss", "ev": ev, "value": x["loss"], "windows": x["windows"],
+                                     "docs": x["docs"], "tokens": x["tokens"]})
+                        rows.append({**base, "metric": "loss_within_L", "ev": ev, "value": x["loss_within_L"],
+                                     "windows": x["windows"], "docs": x["docs"], "tokens": x["windows"] * min(L, x["length"])})
+                        if x.get("loss_beyond_L") is not None:
+                            rows.append({**base, "metric": "loss_beyond_L", "ev": ev, "value": x["loss_beyond_L"],
+                                         "windows": x["windows"], "docs": x["docs"], "tokens": x["tokens_beyond_L"]})
+                        key = (model, seed, variant, "loss", ev)
+                        self.per_doc[key] = {d["doc"]: (d["loss_sum"], d["tokens"]) for d in x["per_doc"]}
+                        if "beyond_tokens" in (x["per_doc"][0] if x["per_doc"] else {}):
+                            self.per_doc[(model, seed, variant, "loss_beyond_L", ev)] = {
+                                d["doc"]: (d["beyond_loss_sum"], d["beyond_tokens"]) for d in x["per_doc"]}
+                        pp = np.asarray(x["per_position"])
+                        width = max(1, L // 4)  # committed curves: bins of L/4 positions
+                        for start in range(0, len(pp), width):
+                            self.per_position.append(dict(model=model, seed=int(seed), variant=variant, ev=ev,
+                                                          train_length=L, position_start=start,
+                                                          position_end=min(start + width, len(pp)) - 1,
+                                                          loss=round(float(pp[start : start + width].mean()), 5),
+                                                          source=rel))
+                    for x in r.get("sliding", []):
+                        rows.append({**base, "metric": "sliding_loss", "ev": x["ev"], "value": x["loss"],
+                                     "windows": x["windows"], "docs": x["docs"], "tokens": x["tokens"]})
+                        self.per_doc[(model, seed, variant, "sliding_loss", x["ev"])] = {
+                            d["doc"]: (d["loss_sum"], d["tokens"]) for d in x["per_doc"]}
+
+    def _read_benchmarks(self, rows):
+        for model, by_seed in self.index.get("benchmarks", {}).items():
+            for seed, by_variant in by_seed.items():
+                for variant, rel in by_variant.items():
+                    r = self._json(rel)
+                    if r is None:
+                        self.benchmark_reasons[(model, variant, "*")] = "not run (no benchmark result)"
+                        continue
+                    for task, t in r["tasks"].items():
+                        if t["status"] != "ok":
+                            self.benchmark_reasons[(model, variant, task)] = t["reason"]
+                            continue
+                        for metric in ("acc", "acc_norm"):
+                            if t.get(metric) is not None:
+                                rows.append(dict(model=model, seed=int(seed), variant=variant, metric=f"{task}_{metric}",
+                                                 ev=None, value=t[metric], windows=None, docs=None,
+                                                 tokens=t.get("n_samples"), source=rel, sha256=self.sha(rel)))
+
+    def _read_speed(self, rows):
+        rel = self.index.get("speed")
+        r = self._json(rel) if rel else None
+        self.speed = r
+        if r is None:
+            return
+        sha = self.sha(rel)
+        for model, m in r["models"].items():
+            for i, ms in enumerate(m["step_ms"]):
+                rows.append(dict(model=model, seed=None, variant="base", metric="step_ms", ev=i, value=ms,
+                                 windows=None, docs=None, tokens=m["tokens_per_step"], source=rel, sha256=sha))
+
+    # ------------------------------------------------------------------ queries
+    def values(self, model: str, variant: str, metric: str, ev=None) -> pd.Series:
+        df = self.df
+        sel = (df.model == model) & (df.variant == variant) & (df.metric == metric)
+        if ev is not None:
+            sel &= df.ev == ev
+        return df.loc[sel, "value"]
+
+    def doc_matrix(self, model: str, variant: str, metric: str, ev: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(seeds, docs) arrays of loss sums and token counts, for the paired bootstrap."""
+        seeds = [s for s in self.seeds(model) if (model, s, variant, metric, ev) in self.per_doc]
+        if not seeds:
+            return np.zeros((0, 0)), np.zeros((0, 0)), []
+        docs = sorted(set().union(*(self.per_doc[(model, s, variant, metric, ev)] for s in seeds)))
+        sums = np.zeros((len(seeds), len(docs)))
+        counts = np.zeros((len(seeds), len(docs)))
+        for i, s in enumerate(seeds):
+            for j, d in enumerate(docs):
+                sums[i, j], counts[i, j] = self.per_doc[(model, s, variant, metric, ev)].get(d, (0.0, 0))
+        return sums, counts, seeds
+
+    def model_config(self, model: str) -> dict | None:
+        for (m, _), cfg in sorted(self.model_configs.items()):
+            if m == model:
+                return cfg
+        return None
+
+    def source_of(self, model: str, variant: str, kind: str = "eval") -> str:
+        by_seed = self.index.get(kind, {}).get(model, {})
+        files = sorted({v[variant] for v in by_seed.values() if variant in v})
+        return ";".join(files)

@@ -1,0 +1,122 @@
+"""Training step time, measured side by side in one process (the `speed` rule and
+`bench/train_throughput.py`): for every model, `warmup` steps after building it, then `steps`
+timed optimizer steps; the models take turns for `repeats` rounds (interleaved, so a change in
+machine load hits every model alike), and each is rebuilt per round so only one is in memory.
+The tables report the median step time and its range, and ratios of medians."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .runtime import autocast, grad_scaler, resolve_device, resolve_precision
+
+
+def machine() -> dict[str, Any]:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (None, None, None)
+    info = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "load_average_1_5_15": [round(x, 2) for x in load] if load[0] is not None else None}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def time_steps(step: Callable[[], Any], n: int, device: torch.device) -> float:
+    """Seconds per call of `step`, over n calls (synchronised on CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t0) / n
+
+
+def interleaved(builders: dict[str, Callable[[], tuple[Callable[[], Any], int]]], steps: int, warmup: int,
+                repeats: int, device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """builders: name -> () -> (one training step, tokens per step). Returns per-name step times."""
+    out: dict[str, Any] = {name: {"step_ms": [], "peak_mem_mb": None} for name in builders}
+    for r in range(repeats):
+        for name, build in builders.items():
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            step, tokens = build()
+            for _ in range(warmup):
+                step()
+            dt = time_steps(step, steps, device)
+            out[name]["step_ms"].append(round(1000 * dt, 3))
+            out[name]["tokens_per_step"] = tokens
+            if device.type == "cuda":
+                out[name]["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+            del step
+        log(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{n} {out[n]['step_ms'][-1]:.1f} ms" for n in builders))
+    for name, v in out.items():
+        ms = v["step_ms"]
+        v.update(median_ms=statistics.median(ms), min_ms=min(ms), max_ms=max(ms),
+                 tokens_per_s=v["tokens_per_step"] / (statistics.median(ms) / 1000))
+    return out
+
+
+def training_step(spec: dict[str, Any], vocab_size: int, device: torch.device, batch_source=None):
+    """A closure running one optimizer step of `spec` (its batch, accumulation, precision), as in training."""
+    from .train import build_model, make_optimizer
+
+    torch.manual_seed(spec["seed"])
+    model, tcfg = build_model(spec, vocab_size)
+    model.to(device).train()
+    opt = make_optimizer(model, tcfg, device)
+    precision = resolve_precision(device, tcfg.precision)
+    scaler = grad_scaler(device, precision)
+    fn = torch.compile(model) if tcfg.compile else model
+    rng = np.random.default_rng(0)
+    batches = [torch.from_numpy(batch_source(tcfg, i) if batch_source else
+                                rng.integers(0, vocab_size, (tcfg.batch_size, tcfg.seq_len + 1))).to(device)
+               for i in range(tcfg.grad_accum)]
+
+    def step():
+        for b in batches:
+            with autocast(device, precision):
+                _, loss = fn(b[:, :-1], b[:, 1:])
+            scaler.scale(loss / tcfg.grad_accum).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+    return step, tcfg.tokens_per_step
+
+
+def measure_models(config: dict[str, Any], models: list[str], data_dir, device: str = "auto", threads: int = 1,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The `speed` rule: every model entry at its training shape, on batches of the training shard."""
+    from . import config as C
+    from .shards import TokenShard, WindowSampler
+
+    torch.set_num_threads(max(1, threads))
+    dev = resolve_device(device)
+    shard = TokenShard(data_dir, "train")
+    sp = config["speed"]
+    builders = {}
+    specs = {}
+    for m in models:
+        spec = C.model_spec(config, m)
+        specs[m] = spec
+        sampler = WindowSampler(shard, spec["train"]["seq_len"], spec["seed"])
+        builders[m] = (lambda spec=spec, sampler=sampler:
+                       training_step(spec, shard.vocab_size, dev, lambda t, i: sampler.batch(0, i, t.batch_size)))
+    res = interleaved(builders, sp["steps"], sp["warmup"], sp["repeats"], dev, log)
+    for m in models:
+        res[m]["processes"] = 1
+        res[m]["precision"] = resolve_precision(dev, specs[m]["train"]["precision"])
+    return {"device": str(dev), "machine": machine(), "settings": sp, "models": res,
+            "note": "median step time of `steps` optimizer steps per repeat; models interleaved and run alone"}

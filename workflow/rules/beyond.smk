@@ -1,0 +1,99 @@
+# Beyond the paper: is long context used? Repeat-retrieval and passkey probes, and the precision
+# study (evaluation in fp32 / bf16 / fp16; ExPE and ExQPE also trained with bf16 autocast).
+
+
+rule retrieval:
+    input:
+        weights=lambda w: f"{model_dir(w.model, w.seed)}/model.safetensors",
+        shards=f"{SHARDS}/{config['eval']['split']}.json",
+    output:
+        f"{RES}/beyond/retrieval/{{model}}/s{{seed}}.json",
+    params:
+        r=config["beyond"]["retrieval"],
+        distances=",".join(map(str, config["beyond"]["retrieval"]["distances"])),
+        split=config["eval"]["split"],
+    threads: 1
+    resources:
+        gpu=0 if DEVICE == "cpu" else 1,
+        runtime=60,
+    log:
+        f"{LOGS}/beyond/retrieval/{{model}}/s{{seed}}.log",
+    conda:
+        ENV
+    shell:
+        "{EXPE} probe retrieval --model-dir $(dirname {input.weights:q}) --data $(dirname {input.shards:q}) "
+        "--split {params.split} --segment {params.r[segment]} --segments {params.r[segments]} "
+        "--distances {params.distances} --out {output:q} --device " + DEVICE + " > {log:q} 2>&1"
+
+
+rule passkey:
+    input:
+        weights=lambda w: f"{model_dir(w.model, w.seed)}/model.safetensors",
+        shards=f"{SHARDS}/{config['eval']['split']}.json",
+        tokenizer=TOKENIZER,
+    output:
+        f"{RES}/beyond/passkey/{{model}}/s{{seed}}.json",
+    params:
+        p=config["beyond"]["passkey"],
+        multiples=",".join(map(str, config["beyond"]["passkey"]["multiples"])),
+        split=config["eval"]["split"],
+    threads: 1
+    resources:
+        gpu=0 if DEVICE == "cpu" else 1,
+        runtime=60,
+    log:
+        f"{LOGS}/beyond/passkey/{{model}}/s{{seed}}.log",
+    conda:
+        ENV
+    shell:
+        "{EXPE} probe passkey --model-dir $(dirname {input.weights:q}) --data $(dirname {input.shards:q}) "
+        "--tokenizer {input.tokenizer:q} --split {params.split} --multiples {params.multiples} "
+        "--trials {params.p[trials]} --candidates {params.p[candidates]} --digits {params.p[digits]} "
+        "--filler {params.p[filler]} --out {output:q} --device " + DEVICE + " > {log:q} 2>&1"
+
+
+rule precision_eval:
+    input:
+        weights=lambda w: f"{model_dir(w.model, w.seed)}/model.safetensors",
+        shards=f"{SHARDS}/{config['eval']['split']}.json",
+    output:
+        f"{RES}/beyond/precision/{{model}}/s{{seed}}/{{precision}}.json",
+    params:
+        multiples=",".join(map(str, config["beyond"]["precision"]["multiples"])),
+        max_tokens=f"--max-tokens {config['beyond']['precision']['max_tokens']}"
+        if config["beyond"]["precision"]["max_tokens"]
+        else "",
+        batch=config["eval"]["batch_size"],
+        split=config["eval"]["split"],
+    threads: 1
+    resources:
+        gpu=0 if DEVICE == "cpu" else 1,
+        runtime=60,
+    log:
+        f"{LOGS}/beyond/precision/{{model}}/s{{seed}}/{{precision}}.log",
+    conda:
+        ENV
+    shell:
+        "{EXPE} evaluate --model-dir $(dirname {input.weights:q}) --data $(dirname {input.shards:q}) --out {output:q} "
+        "--multiples {params.multiples} --split {params.split} {params.max_tokens} --precision {wildcards.precision} "
+        "--batch-size {params.batch} --threads {threads} --device " + DEVICE + " --no-progress > {log:q} 2>&1"
+
+
+rule beyond_tables:
+    input:
+        cfg=CONFIG_FILE,
+        index=INDEX_FILE,
+        results=beyond_results(),
+    output:
+        [report(f, category="Beyond the paper", labels={"file": os.path.basename(f)})
+         if f.endswith((".png", ".csv")) and "/data/" not in f else f for f in BEYOND_FILES],
+        done=f"{RES}/beyond.done",
+    params:
+        out=BEYOND,
+    log:
+        f"{LOGS}/beyond_tables.log",
+    conda:
+        ENV
+    shell:
+        "{EXPE} beyond-tables --config {input.cfg:q} --index {input.index:q} --out {params.out:q} > {log:q} 2>&1 "
+        "&& touch {output.done:q}"
