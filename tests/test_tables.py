@@ -1,48 +1,98 @@
-"""Tables and plots from fixture result files: the paper's rows and columns, our values, marked gaps."""
+"""Tables and plots from fixture result files: the paper's rows and columns, our values with intervals
+over seeds, marked gaps, paired differences, and every cell rebuilt from the tidy data."""
 
 import csv
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from expe import config as C
 from expe import paper_reference as P
 from expe.plots import build_plots, position_values
-from expe.tables import build_all
+from expe.stats import half_width, t_interval
+from expe.tables import build_all, config_hash
 
-LOSS = {"sinusoidal": 4.5, "rope": 4.2, "expe": 4.1, "expe_p_stable": 4.4, "llama_m": 3.9, "expe_m": 3.8}
+LOSS = {"sinusoidal": 4.5, "rope": 4.2, "expe": 4.1, "expe_p_stable": 4.4, "llama_m": 3.9, "expe_m": 3.8, "exqpe_m": 3.8}
+SEED_SHIFT = {1: -0.01, 2: 0.0, 3: 0.013}
+DOC_SHIFT = [-0.05, 0.02, 0.03]  # per-document offsets, the same for every model (paired)
 
 
 def fixture_config():
     cfg = C.load("config/smoke.yaml")
-    return cfg
+    cfg["seeds"] = [1, 2, 3]
+    return C.validate(cfg)
+
+
+def loss_of(model, variant, i, seed):
+    return LOSS.get(model, 4.0) + 0.1 * i + (0.05 if variant != "base" else 0.0) + SEED_SHIFT[seed]
 
 
 def write_results(root, cfg, skip=()):
-    for model in cfg["models"]:
-        if model in skip:
+    """Result files as the workflow writes them, and the index naming them; returns the index path."""
+    index = {"run_name": "smoke", "config_file": "c.json", "data": "none", "speed": "speed.json",
+             "models": {}, "eval": {}, "benchmarks": {}, "beyond": {}}
+    L = 32
+    for model in C.model_entries(cfg):
+        for seed in C.seeds(cfg, model):
+            md = f"models/{model}/s{seed}"
+            index["models"].setdefault(model, {})[str(seed)] = f"{root}/{md}"
+            if model in skip:
+                continue
+            spec = C.model_spec(cfg, model, seed)
+            mc = {**spec["model"], "vocab_size": 512, "seq_len": L, "tie_embeddings": spec["model"].get("tie_embeddings", False)}
+            (root / md).mkdir(parents=True, exist_ok=True)
+            (root / md / "config.json").write_text(json.dumps({
+                "model": mc, "train": spec["train"], "tokens": 4096, "param_counts": {"total": 1000, "non_embedding": 800},
+                "train_seconds": 10.0, "final_train_loss": 4.0, "precision_resolved": "fp32", "pe_resolved": {"S": 1.0}}))
+            (root / md / "metrics.jsonl").write_text(
+                "".join(json.dumps({"step": s, "loss": 5 - s / 10, "tokens": 256 * (s + 1)}) + "\n" for s in range(10)))
+        if model not in cfg["models"]:
             continue
-        base = LOSS.get(model, 4.0)
-        for variant in C.eval_variants(cfg, model):
-            shift = 0.05 if variant != "base" else 0.0
-            res = [{"ev": k, "length": 32 * k, "loss": base + 0.1 * i + shift, "windows": 3, "tokens": 96 * k,
-                    "per_position": [base] * (32 * k)} for i, k in enumerate(cfg["eval"]["multiples"])]
-            p = root / "eval" / model / f"{variant}.json"
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(json.dumps({"train_length": 32, "results": res,
-                                     "model_dir": str(root / "models" / model / "0123456789ab")}))
-        spec = C.model_spec(cfg, model)
-        mc = {**spec["model"], "vocab_size": 512, "seq_len": 32, "tie_embeddings": spec["model"].get("tie_embeddings", False)}
-        md = root / "models" / model / "0123456789ab"
-        md.mkdir(parents=True, exist_ok=True)
-        (md / "config.json").write_text(json.dumps({
-            "model": mc, "train": spec["train"], "tokens": 4096, "param_counts": {"total": 1000, "non_embedding": 800},
-            "train_seconds": 10.0 if model != "expe_p_stable" else 15.0, "pe_resolved": {"S": 1.0}}))
-        (md / "metrics.jsonl").write_text(
-            "".join(json.dumps({"step": s, "loss": 5 - s / 10, "tokens": 256 * (s + 1)}) + "\n" for s in range(10)))
-    b = root / "benchmarks" / "expe_m" / "base.json"
-    b.parent.mkdir(parents=True, exist_ok=True)
-    b.write_text(json.dumps({"tasks": {"arc_easy": {"status": "not run", "reason": "not run: dataset unavailable offline"}}}))
+        for seed in C.seeds(cfg, model):
+            for variant in C.eval_variants(cfg, model):
+                rel = f"{root}/eval/{model}/s{seed}/{variant}.json"
+                index["eval"].setdefault(model, {}).setdefault(str(seed), {})[variant] = rel
+                if model in skip:
+                    continue
+                res, sliding = [], []
+                for i, k in enumerate(cfg["eval"]["multiples"]):
+                    loss = loss_of(model, variant, i, seed)
+                    n = L * k * 2  # two windows per document
+                    per_doc = [{"doc": d, "windows": 2, "tokens": n, "loss_sum": (loss + DOC_SHIFT[d]) * n,
+                                "beyond_tokens": n - 2 * L, "beyond_loss_sum": (loss + 0.2) * (n - 2 * L)}
+                               for d in range(3)]
+                    res.append({"ev": k, "length": L * k, "loss": loss, "loss_within_L": loss - 0.1,
+                                "loss_beyond_L": loss + 0.2 if k > 1 else None, "windows": 6, "docs": 3,
+                                "tokens": 3 * n, "tokens_beyond_L": 3 * (n - 2 * L),
+                                "per_position": [loss] * (L * k), "per_doc": per_doc})
+                for k in cfg["eval"]["sliding"]["multiples"]:
+                    loss = loss_of(model, variant, 0, seed) - 0.01 * k
+                    sliding.append({"ev": k, "length": L * k, "stride": 16, "loss": loss, "windows": 4, "docs": 3,
+                                    "tokens": 48, "per_doc": [{"doc": d, "windows": 1, "tokens": 16,
+                                                               "loss_sum": (loss + DOC_SHIFT[d]) * 16} for d in range(3)]})
+                p = root / f"eval/{model}/s{seed}/{variant}.json"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_text(json.dumps({"train_length": L, "results": res, "sliding": sliding, "precision": "fp32",
+                                         "model_dir": index["models"][model][str(seed)]}))
+    for m in ("expe_m",):
+        for seed in C.seeds(cfg, m):
+            rel = f"{root}/benchmarks/{m}/s{seed}/base.json"
+            index["benchmarks"].setdefault(m, {}).setdefault(str(seed), {})["base"] = rel
+            (root / f"benchmarks/{m}/s{seed}").mkdir(parents=True, exist_ok=True)
+            (root / f"benchmarks/{m}/s{seed}/base.json").write_text(json.dumps({"tasks": {"arc_easy": {
+                "status": "not run", "reason": "not run: dataset unavailable offline"}}}))
+    speed = {"device": "cpu", "machine": {"processor": "x86_64", "load_average_1_5_15": [0, 0, 0]},
+             "settings": {"steps": 2, "warmup": 1, "repeats": 3, "threads": 1}, "models": {}}
+    for m in ("sinusoidal", "rope", "expe", "expe_p_stable", "llama_m", "expe_m", "exqpe_m"):
+        ms = [10.0, 11.0, 12.0] if m not in ("expe_p_stable", "expe_m") else [15.0, 16.5, 18.0]
+        speed["models"][m] = {"step_ms": ms, "median_ms": float(np.median(ms)), "min_ms": min(ms), "max_ms": max(ms),
+                              "tokens_per_step": 256, "tokens_per_s": 256 / np.median(ms) * 1000}
+    index["speed"] = f"{root}/speed.json"
+    (root / "speed.json").write_text(json.dumps(speed))
+    (root / "index.json").write_text(json.dumps(index))
+    return root / "index.json"
 
 
 def read_csv(path):
@@ -50,72 +100,120 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def test_tables_have_the_papers_rows_and_columns_and_our_values(tmp_path):
+@pytest.fixture
+def built(tmp_path):
     cfg = fixture_config()
-    write_results(tmp_path / "res", cfg)
-    build_all(cfg, "config/smoke.yaml", tmp_path / "res", tmp_path / "out")
-    rows = read_csv(tmp_path / "out" / "section41.csv")
+    idx = write_results(tmp_path / "res", cfg)
+    build_all(cfg, "config/smoke.yaml", idx, tmp_path / "out")
+    return cfg, tmp_path / "out"
+
+
+def test_tables_have_the_papers_rows_and_columns_and_our_values_with_intervals(built):
+    cfg, out = built
+    rows = read_csv(out / "section41.csv")
     assert [r["Model"] for r in rows] == ["Sinusoidal", "RoPE", "ExPE"]  # the config's order
-    assert list(rows[0])[:7] == ["Model", "Loss ev=1", "ev=1 (paper)", "Loss ev=2", "ev=2 (paper)", "Loss ev=4",
-                                 "ev=4 (paper)"]
+    assert list(rows[0])[:7] == ["Model", "Loss ev=1", "Loss ev=1 ci95", "Loss ev=1 seeds", "ev=1 (paper)",
+                                 "Loss ev=2", "Loss ev=2 ci95"]
     expe = rows[2]
-    assert float(expe["Loss ev=1"]) == pytest.approx(4.1) and float(expe["Loss ev=4"]) == pytest.approx(4.3)
-    assert float(expe["ev=2 (paper)"]) == P.SECTION41["ExPE"][2]
-    assert expe["source"] == "eval/expe/base.json"
-    abl = read_csv(tmp_path / "out" / "ablations.csv")
-    assert float(abl[1]["epoch time"]) == pytest.approx(1.5)  # 15 s / 10 s, relative to ExPE
-    assert float(abl[1]["epoch time (paper)"]) == 1
-    large = {r["Model"]: r for r in read_csv(tmp_path / "out" / "large.csv")}
-    assert float(large["ExPE M"]["training time"]) == pytest.approx(1.0)
-    assert float(large["Llama M"]["ev=2 (paper)"]) == 3.45
-    scaling = {r["Model"]: r for r in read_csv(tmp_path / "out" / "scaling.csv")}
-    assert float(scaling["ExPE M scaled by 1/2"]["Loss ev=1"]) == pytest.approx(3.85)
-    md = (tmp_path / "out" / "section41.md").read_text()
-    assert "| ExPE | 4.100 | 3.93 |" in md
-    tex = (tmp_path / "out" / "section41.tex").read_text()
-    assert r"\toprule" in tex and r"\bottomrule" in tex and "ExPE & 4.100 & 3.93" in tex
-    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
-    assert {"config_sha256", "git_commit", "packages", "hardware", "date"} <= set(prov)
+    want = t_interval([loss_of("expe", "base", 0, s) for s in (1, 2, 3)])
+    assert float(expe["Loss ev=1"]) == pytest.approx(want.mean) and float(expe["Loss ev=1 ci95"]) == pytest.approx(want.half)
+    assert expe["Loss ev=1 seeds"] == "3"
+    assert expe["ev=2 (paper)"] == "3.87" and rows[0]["ev=1 (paper)"] == "4.00"  # the paper's two decimals
+    assert expe["model_entry"] == "expe" and expe["source"].count("eval/expe/") == 3
+    md = (out / "section41.md").read_text()
+    assert f"| ExPE | {want.mean:.3f} ± {want.half:.3f} | 3.93 |" in md
+    assert "95% Student-t interval over seeds" in md and "3.88 in its Table 2" in md
+    tex = (out / "section41.tex").read_text()
+    assert r"\toprule" in tex and rf"{want.mean:.3f}{{\scriptsize $\pm${want.half:.3f}}} & 3.93" in tex
+    assert "trained at L = 32 on Shakespeare" in tex and "35M GPT-style models, L = 512" in tex  # the scale that ran
+    abl = read_csv(out / "ablations.csv")
+    assert abl[1]["epoch time (ours)"] == "1.50 (1.50–1.50)"  # speed: 16.5 / 11 ms, ratio of medians
+    assert abl[1]["epoch time (paper)"] == "1.00"
+    large = {r["Model"]: r for r in read_csv(out / "large.csv")}
+    assert large["ExPE M"]["training time (ours)"].startswith("1.50")  # relative to Llama M of the same size
+    assert large["Llama M"]["ev=2 (paper)"] == "3.45"
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["config_sha256"] == config_hash(cfg)  # one config hash, whose first 12 name the config file
+
+
+def test_every_loss_cell_is_one_pandas_aggregation_of_the_tidy_data(built):
+    cfg, out = built
+    tidy = pd.read_csv(out / "data" / "results.csv")
+    assert {"model", "seed", "variant", "metric", "ev", "value", "windows", "docs", "tokens", "source",
+            "sha256"} <= set(tidy.columns)
+    agg = tidy.groupby(["model", "variant", "metric", "ev"])["value"].agg(["mean", half_width, "count"])
+    checked = 0
+    for table, metric in (("section41", "loss"), ("ablations", "loss"), ("large", "loss"), ("scaling", "loss"),
+                          ("sliding", "sliding_loss")):
+        for row in read_csv(out / f"{table}.csv"):
+            for col in row:
+                if col.startswith("Loss ev=") and " " not in col[len("Loss ev="):]:
+                    ev = int(col.split("=")[1])
+                    mean, half, n = agg.loc[(row["model_entry"], row["variant"], metric, ev)]
+                    assert float(row[col]) == pytest.approx(mean, abs=1e-12)
+                    assert float(row[f"{col} ci95"]) == pytest.approx(half, abs=1e-12)
+                    assert int(row[f"{col} seeds"]) == n
+                    checked += 1
+    assert checked > 30
 
 
 def test_a_missing_result_gives_a_marked_cell_not_a_crash_and_never_a_number(tmp_path):
     cfg = fixture_config()
-    write_results(tmp_path / "res", cfg, skip={"rope"})
-    build_all(cfg, "config/smoke.yaml", tmp_path / "res", tmp_path / "out")
+    idx = write_results(tmp_path / "res", cfg, skip={"rope"})
+    build_all(cfg, "config/smoke.yaml", idx, tmp_path / "out")
     rope = read_csv(tmp_path / "out" / "section41.csv")[1]
     assert rope["Loss ev=1"] == "not run (no evaluation result)"
-    assert float(rope["ev=1 (paper)"]) == 3.88  # the paper's column is still the paper's
+    assert rope["ev=1 (paper)"] == "3.88"  # the paper's column is still the paper's
     bench = read_csv(tmp_path / "out" / "benchmarks.csv")[0]
     assert bench["ARC-Easy acc"] == bench["ARC-Easy acc_norm"] == "not run: dataset unavailable offline"
-    assert "not run" in (tmp_path / "out" / "section41.md").read_text()
+    diff = [r for r in read_csv(tmp_path / "out" / "differences.csv") if "RoPE" in r["Comparison"]]
+    assert diff and diff[0]["ev=1"] == "not run (no per-document result)"
 
 
-def test_benchmark_cells_show_acc_and_acc_norm_with_stderr(tmp_path):
+def test_paired_differences_find_a_consistent_offset_and_call_a_null_one_not_significant(built):
+    cfg, out = built
+    rows = {(r["Comparison"], r["Metric"]): r for r in read_csv(out / "differences.csv")}
+    s = rows[("Section 4.1: ExPE − Sinusoidal", "loss (non-overlapping)")]
+    assert float(s["ev=1"]) == pytest.approx(4.1 - 4.5) and s["ev=1 significant"] == "True"
+    assert float(s["ev=1 lo"]) <= -0.4 <= float(s["ev=1 hi"])
+    same = rows[("Section 4.2: ExQPE M − ExPE M", "loss (non-overlapping)")]  # identical fixture losses
+    assert float(same["ev=1"]) == 0.0 and same["ev=1 significant"] == "False"
+    md = (out / "differences.md").read_text()
+    assert "+0.000 [+0.000, +0.000] n.s." in md
+
+
+def test_benchmark_cells_show_the_mean_over_seeds_or_why_not(tmp_path):
     cfg = fixture_config()
-    write_results(tmp_path / "res", cfg)
-    (tmp_path / "res" / "benchmarks" / "expe_m" / "base.json").write_text(json.dumps({"tasks": {"arc_easy": {
-        "status": "ok", "acc": 0.2912, "acc_stderr": 0.0051, "acc_norm": 0.3, "acc_norm_stderr": None}}}))
-    build_all(cfg, "config/smoke.yaml", tmp_path / "res", tmp_path / "out")
+    idx = write_results(tmp_path / "res", cfg)
+    for seed, acc in ((1, 0.29), (2, 0.30), (3, 0.31)):
+        (tmp_path / f"res/benchmarks/expe_m/s{seed}/base.json").write_text(json.dumps({"tasks": {"arc_easy": {
+            "status": "ok", "acc": acc, "acc_stderr": 0.005, "acc_norm": 0.3, "acc_norm_stderr": None}}}))
+    build_all(cfg, "config/smoke.yaml", idx, tmp_path / "out")
     row = read_csv(tmp_path / "out" / "benchmarks.csv")[0]
-    assert row["ARC-Easy acc"] == "0.291 ± 0.005" and float(row["ARC-Easy acc_norm"]) == 0.3
-    assert float(row["ARC-Easy (paper)"]) == 0.30
+    assert float(row["ARC-Easy acc"]) == pytest.approx(0.30) and row["ARC-Easy acc seeds"] == "3"
+    assert row["ARC-Easy (paper)"] == "0.30"
 
 
-def test_the_hyperparameter_table_comes_from_what_ran(tmp_path):
-    cfg = fixture_config()
-    write_results(tmp_path / "res", cfg)
-    build_all(cfg, "config/smoke.yaml", tmp_path / "res", tmp_path / "out")
-    rows = {r["Parameter"]: r for r in read_csv(tmp_path / "out" / "hyperparameters.csv")}
+def test_the_hyperparameter_table_comes_from_what_ran(built):
+    _, out = built
+    rows = {r["Parameter"]: r for r in read_csv(out / "hyperparameters.csv")}
     col = "sinusoidal, rope, expe, expe_p_stable"
     assert rows["peak learning rate"][col] == "0.003" and rows["d_model"][col] == "32"
     assert rows["effective batch size (tokens)"][col] == str(8 * 32)
 
 
-def test_plots_are_written_and_not_empty(tmp_path):
-    cfg = fixture_config()
-    write_results(tmp_path / "res", cfg)
-    build_plots(cfg, tmp_path / "res", tmp_path / "plots")
-    for name in ("loss_vs_length", "per_position", "training_curves", "position_values"):
+def test_context_and_sliding_tables_show_positions_beyond_L_and_equal_context_losses(built):
+    _, out = built
+    ctx = {r["Model"]: r for r in read_csv(out / "context.csv")}
+    assert float(ctx["ExPE"]["ev=2 ≥L"]) == pytest.approx(float(ctx["ExPE"]["ev=2 <L"]) + 0.3, abs=1e-9)
+    sl = {r["Model"]: r for r in read_csv(out / "sliding.csv")}
+    assert float(sl["ExPE"]["Loss ev=4"]) < float(sl["ExPE"]["Loss ev=1"])
+
+
+def test_plots_are_written_and_not_empty(built, tmp_path):
+    cfg, out = built
+    build_plots(cfg, tmp_path / "res" / "index.json", tmp_path / "plots")
+    for name in ("loss_vs_length", "per_position", "context", "training_curves", "position_values"):
         for ext in ("png", "pdf"):
             assert (tmp_path / "plots" / f"{name}.{ext}").stat().st_size > 5000
 

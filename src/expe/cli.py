@@ -120,9 +120,36 @@ def _spec(args) -> dict:
     return C.model_spec(C.load(args.config), args.model)
 
 
+def _relaunch_under_torchrun(argv: list[str], nproc: int, threads: int) -> None:
+    """`expe train --nproc N` (N > 1) outside torchrun: replace this process by torchrun (through
+    expe.launch, for scheduler-friendly exit codes) running N copies of the same command."""
+    import os
+
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        rest.append(a)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, threads // nproc))
+    cmd = [sys.executable, "-m", "expe.launch", "--standalone", "--nproc_per_node", str(nproc), "-m", "expe.cli"] + rest
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, cmd)
+
+
 def cmd_train(args):
+    import os
+
     from .train import train
 
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        _relaunch_under_torchrun(args.argv, args.nproc, args.threads)
     spec = _spec(args)
     ckpt = args.checkpoints or str(Path(args.out) / "checkpoints")
     r = train(spec, args.data, args.out, ckpt, threads=args.threads, device=args.device,
@@ -169,6 +196,58 @@ def cmd_evaluate(args):
               f"({row['windows']} windows, {row['tokens']} tokens)")
 
 
+def float_list(text: str) -> list[float]:
+    try:
+        out = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive numbers, got {text!r}") from None
+    if any(not x > 0 for x in out):
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive numbers, got {text!r}")
+    return out
+
+
+def cmd_probe(args):
+    from .io import write_json
+    from .probes import run_probe
+
+    if args.kind == "retrieval":
+        kw = dict(distances=args.distances, segment=args.segment, segments=args.segments)
+    else:
+        if not args.tokenizer:
+            raise ConfigError("probe passkey: give --tokenizer FILE")
+        kw = dict(multiples=args.multiples, trials=args.trials, candidates=args.candidates, digits=args.digits,
+                  filler=args.filler)
+    r = run_probe(args.kind, args.model_dir, args.data, split=args.split, device=args.device, precision=args.precision,
+                  tokenizer=args.tokenizer, threads=args.threads, **kw)
+    write_json(args.out, r)
+    for row in r["results"]:
+        if args.kind == "retrieval":
+            print(f"D={row['distance']:>5}: gain vs control {row['gain_vs_control']:+.3f} nats, "
+                  f"vs first copy {row['gain_vs_first']:+.3f}")
+        else:
+            print(f"ev={row['ev']:>2}: accuracy {row['accuracy']:.2f} (chance {row['chance']:.2f}), "
+                  f"greedy exact {row['greedy_exact']:.2f}")
+
+
+def cmd_speed(args):
+    from .io import write_json
+    from .speed import measure_models
+
+    cfg = _config(args)
+    r = measure_models(cfg, args.models.split(","), args.data, device=args.device, threads=cfg["speed"]["threads"],
+                       log=lambda m: print(m, flush=True))
+    write_json(args.out, r)
+    for m, v in r["models"].items():
+        print(f"{m}: median {v['median_ms']:.1f} ms/step (range {v['min_ms']:.1f}-{v['max_ms']:.1f}), "
+              f"{v['tokens_per_s']:,.0f} tokens/s")
+
+
+def cmd_beyond_tables(args):
+    from .beyond import build_beyond
+
+    build_beyond(_config(args), args.index, args.out)
+
+
 def cmd_params(args):
     from .model import PAPER_PARAMS, PRESETS, Transformer, preset
 
@@ -204,13 +283,13 @@ def cmd_benchmark_data(args):
 def cmd_tables(args):
     from .tables import build_all
 
-    build_all(_config(args), args.config, args.results, args.out)
+    build_all(_config(args), args.config, args.index, args.out)
 
 
 def cmd_plots(args):
     from .plots import build_plots
 
-    build_plots(_config(args), args.results, args.out)
+    build_plots(_config(args), args.index, args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="folder for model.safetensors, config.json, metrics.jsonl")
     sp.add_argument("--checkpoints", help="checkpoint folder (default: <out>/checkpoints)")
     sp.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    sp.add_argument("--stop-after", type=int, help="stop (with a checkpoint) after this many steps")
+    sp.add_argument("--stop-after", type=positive_int, help="stop (with a checkpoint) after this many steps")
+    sp.add_argument("--nproc", type=positive_int, default=1,
+                    help="processes (one GPU each; gloo on CPU): > 1 relaunches this command under torchrun (DDP)")
     common(sp, config=False)
 
     sp = add("evaluate", cmd_evaluate, "loss at ev = k x training length over non-overlapping windows")
@@ -310,20 +391,53 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--include-path", help="folder of extra task YAMLs")
     sp.add_argument("--out", required=True)
 
-    sp = add("tables", cmd_tables, "regenerate the paper's tables (Markdown, LaTeX, CSV) from results")
+    sp = add("tables", cmd_tables, "regenerate the paper's tables (Markdown, LaTeX, CSV) and their tidy data")
     common(sp, threads=False)
-    sp.add_argument("--results", required=True, help="results/<run_name> folder")
+    sp.add_argument("--index", required=True, help="results index JSON (results/<run>/index/<hash>.json)")
     sp.add_argument("--out", required=True, help="tables folder")
 
     sp = add("plots", cmd_plots, "draw the paper's plots (PNG and PDF) from results")
     common(sp, threads=False)
-    sp.add_argument("--results", required=True)
+    sp.add_argument("--index", required=True, help="results index JSON")
     sp.add_argument("--out", required=True)
+
+    sp = add("beyond-tables", cmd_beyond_tables, "tables and plots of the probes and the precision study")
+    common(sp, threads=False)
+    sp.add_argument("--index", required=True, help="results index JSON")
+    sp.add_argument("--out", required=True)
+
+    sp = add("probe", cmd_probe, "long-context probes: repeat retrieval, passkey retrieval")
+    sp.add_argument("kind", choices=["retrieval", "passkey"])
+    sp.add_argument("--model-dir", required=True)
+    sp.add_argument("--data", required=True, help="shards folder")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--split", default="test", choices=["dev", "test"])
+    sp.add_argument("--tokenizer", help="tokenizer.model (passkey)")
+    sp.add_argument("--distances", type=float_list, default=[0.5, 1, 2, 4, 8, 16], help="retrieval: D in multiples of L")
+    sp.add_argument("--segment", type=positive_int, default=32, help="retrieval: tokens of the repeated span")
+    sp.add_argument("--segments", type=positive_int, default=16, help="retrieval: spans per distance")
+    sp.add_argument("--multiples", type=int_list, default=[1, 2, 4, 8, 16], help="passkey: window lengths in L")
+    sp.add_argument("--trials", type=positive_int, default=10)
+    sp.add_argument("--candidates", type=positive_int, default=10)
+    sp.add_argument("--digits", type=positive_int, default=4)
+    sp.add_argument("--filler", choices=["corpus", "sentences"], default="corpus")
+    sp.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    sp.add_argument("--device", default="auto")
+    common(sp, config=False)
+
+    sp = add("speed", cmd_speed, "training step time of model entries, side by side in one process")
+    common(sp, threads=False)
+    sp.add_argument("--models", required=True, help="comma-separated model entries")
+    sp.add_argument("--data", required=True, help="shards folder (batches from its train split)")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--device", default="auto")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = list(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
@@ -333,8 +447,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("expe: interrupted", file=sys.stderr)
-        return 130
+        _quiet_exit(130)
     return 0
+
+
+def _quiet_exit(code: int) -> None:
+    """Exit now, skipping interpreter teardown: torch's atexit hooks print "FakeTensor cache stats"
+    lines after Ctrl-C otherwise."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

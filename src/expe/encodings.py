@@ -212,6 +212,10 @@ class ALiBi(PositionalEncoding):
     def attn_bias(self, ctx=None):
         return ctx
 
+    def position_values(self, T):
+        """The bias of each distance 0 .. T-1, one column per head (what tells distances apart)."""
+        return -torch.arange(T, dtype=torch.float32)[:, None] * self.slopes.cpu()[None, :]
+
 
 class ExPE(PositionalEncoding):
     """Exact positional encoding (METHOD.md): in every block the first `l` dims of the

@@ -1,4 +1,8 @@
-"""Figures for the paper / reproduction report, as PNG and PDF (seaborn)."""
+"""Figures for the paper / reproduction report, as PNG and PDF, from the tidy data.
+
+Lines are means over seeds with 95% Student-t bands; every line has its own marker and dash
+pattern (ExPE and ExQPE often coincide and must both stay visible); legends use the table labels;
+the paper's values are hollow reference markers of the same colour where the paper has them."""
 
 from __future__ import annotations
 
@@ -12,135 +16,250 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 
+from . import paper_reference as P  # noqa: E402
 from .config import parse_ref  # noqa: E402
 from .io import atomic_path, ensure_dir  # noqa: E402
+from .results import Results  # noqa: E402
+from .stats import half_width  # noqa: E402
 
-PANELS = [("section41", "Section 4.1 (+ NoPE, ALiBi)"), ("ablations", "Ablations (Table 7)"),
-          ("large", "Section 4.2 (Llama architecture)"), ("scaling", "Section 4.3 (inference scaling)")]
+PANELS = [("section41", "Section 4.1 (+ NoPE, ALiBi)", P.SECTION41), ("ablations", "Ablations (Table 7)", P.ABLATIONS),
+          ("large", "Section 4.2 (Llama architecture)", P.LARGE), ("scaling", "Section 4.3 (inference scaling)", P.SCALING)]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p"]
+DASHES = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)), (0, (5, 2, 1, 2))]
+COLORS = plt.get_cmap("tab10").colors
 
 
 def _save(fig, out: Path, name: str) -> None:
     for ext in ("png", "pdf"):
         with atomic_path(out / f"{name}.{ext}") as tmp:
-            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+            fig.savefig(tmp, format=ext, dpi=200, bbox_inches="tight")
     plt.close(fig)
 
 
-def _load_eval(results: Path, ref: str) -> dict | None:
-    model, variant = parse_ref(ref)
-    p = results / "eval" / model / f"{variant}.json"
-    return json.loads(p.read_text()) if p.exists() else None
+def _style(i: int) -> dict[str, Any]:
+    return {"color": COLORS[i % len(COLORS)], "marker": MARKERS[i % len(MARKERS)], "ls": DASHES[i % len(DASHES)],
+            "ms": 4, "lw": 1.3}
 
 
-def _finish_panel(ax, drawn: bool, title: str, xlabel: str, ylabel: str) -> None:
-    """Log2 x axis and legend when something was drawn, else say why the panel is empty."""
-    if drawn:
-        ax.set_xscale("log", base=2)
-        ax.legend(fontsize=6, title=None)
-    else:
-        ax.text(0.5, 0.5, "not run: no results", ha="center", va="center", transform=ax.transAxes)
+def _band(ax, x, g: pd.DataFrame, style: dict, label: str, y="mean", lo="lo", hi="hi") -> None:
+    ax.plot(x, g[y], label=label, **style)
+    if g[hi].notna().any():
+        ax.fill_between(x, g[lo], g[hi], color=style["color"], alpha=0.15, lw=0)
+
+
+def _summary(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    s = df.groupby(keys)["value"].agg(mean="mean", half=half_width, n="count").reset_index()
+    s["lo"], s["hi"] = s["mean"] - s["half"], s["mean"] + s["half"]
+    return s
+
+
+def _empty(ax, title: str) -> None:
+    ax.text(0.5, 0.5, "not run: no results", ha="center", va="center", transform=ax.transAxes)
     ax.set_title(title, fontsize=9)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
 
 
-def loss_vs_length(config: dict, results: Path, out: Path) -> None:
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.6), sharey=False)
-    for ax, (table, title) in zip(axes, PANELS):
-        rows = []
-        for label, ref in config["tables"][table].items():
-            r = _load_eval(results, ref)
-            for row in (r or {}).get("results", []):
-                rows.append({"model": label, "length": row["length"], "loss": row["loss"]})
-        if rows:
-            df = pd.DataFrame(rows)
-            sns.lineplot(df, x="length", y="loss", hue="model", marker="o", ax=ax)
-            ax.axvline(min(df["length"]), color="grey", ls=":", lw=1)  # the training length
-        _finish_panel(ax, bool(rows), title, "evaluation length (tokens)", "loss (nats)")
-    fig.suptitle("Loss against evaluation length (dotted: training length)", fontsize=10)
+def _legend(ax, **kw) -> None:
+    ax.legend(fontsize=7, frameon=False, handlelength=2.6, **kw)
+
+
+def loss_vs_length(config: dict, res: Results, out: Path) -> None:
+    df = res.df[res.df.metric == "loss"]
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(3.6 * len(PANELS), 3.4))
+    for ax, (table, title, paper) in zip(axes, PANELS):
+        drawn = False
+        for i, (label, ref) in enumerate(config["tables"][table].items()):
+            m, v = parse_ref(ref)
+            g = _summary(df[(df.model == m) & (df.variant == v)], ["ev"]).sort_values("ev")
+            if g.empty:
+                continue
+            st = _style(i)
+            _band(ax, g["ev"], g, st, label)
+            if label in paper:
+                pk = sorted(k for k in paper[label] if isinstance(k, int))
+                ax.plot(pk, [paper[label][k] for k in pk], ls="none", marker=st["marker"], mfc="none",
+                        mec=st["color"], ms=6, mew=1)
+            drawn = True
+        if not drawn:
+            _empty(ax, title)
+            continue
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("evaluation length / training length (ev)")
+        ax.set_ylabel("loss (nats)")
+        ax.set_title(title, fontsize=9)
+        ax.axvline(1, color="grey", ls=":", lw=0.8)
+        _legend(ax, loc="upper left")
+    fig.suptitle("Loss against evaluation length: ours (lines, 95% seed bands); the paper's values (hollow markers, "
+                 "its own scale)", fontsize=9)
+    fig.tight_layout()
     _save(fig, out, "loss_vs_length")
 
 
-def per_position(config: dict, results: Path, out: Path) -> None:
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.6))
-    for ax, (table, title) in zip(axes, PANELS):
+def per_position(config: dict, res: Results, out: Path) -> None:
+    pp = pd.DataFrame(res.per_position)
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(3.6 * len(PANELS), 3.4))
+    for ax, (table, title, _) in zip(axes, PANELS):
         drawn = False
-        for label, ref in config["tables"][table].items():
-            r = _load_eval(results, ref)
-            if not r:
+        for i, (label, ref) in enumerate(config["tables"][table].items()):
+            m, v = parse_ref(ref)
+            g = pp[(pp.model == m) & (pp.variant == v)] if not pp.empty else pp
+            if g.empty:
                 continue
-            longest = max(r["results"], key=lambda x: x["length"])
-            y = pd.Series(longest["per_position"]).rolling(max(1, r["train_length"] // 4), min_periods=1).mean()
-            ax.plot(np.arange(1, len(y) + 1), y, label=label, lw=1)
-            ax.axvline(r["train_length"], color="grey", ls=":", lw=1)
+            ev = max((e for e in g.ev.unique() if e <= 16), default=g.ev.max())
+            g = g[g.ev == ev].rename(columns={"loss": "value"})
+            s = _summary(g, ["position_start", "train_length"]).sort_values("position_start")
+            st = {**_style(i), "marker": None}
+            x = (s["position_start"] + 1) / s["train_length"]
+            _band(ax, x, s, st, label)
             drawn = True
-        _finish_panel(ax, drawn, title, "position in window", "mean loss (smoothed)")
-    fig.suptitle("Per-position loss at the longest evaluated length (dotted: training length)", fontsize=10)
+        if not drawn:
+            _empty(ax, title)
+            continue
+        ax.set_xscale("log", base=2)
+        ax.axvline(1, color="grey", ls=":", lw=0.8)
+        ax.set_xlabel("position in the window / L")
+        ax.set_ylabel("loss (nats), bins of L/4")
+        ax.set_title(f"{title}, ev={int(ev)}", fontsize=9)
+        _legend(ax, loc="upper right")
+    fig.suptitle("Per-position loss along the longest window (dotted: the training length L); 95% seed bands",
+                 fontsize=9)
+    fig.tight_layout()
     _save(fig, out, "per_position")
 
 
-def training_curves(config: dict, results: Path, out: Path) -> None:
-    from .tables import Results
+def context(config: dict, res: Results, out: Path) -> None:
+    """Left: sliding-window loss (same tokens at every ev). Right: loss on positions >= L minus < L."""
+    df = res.df
+    tables = [("section41", "Section 4.1"), ("large", "Section 4.2")]
+    fig, axes = plt.subplots(1, 4, figsize=(14.4, 3.4))
+    for col, (table, title) in enumerate(tables):
+        for j, (metric, what) in enumerate((("sliding_loss", "sliding-window loss"), ("gap", "loss ≥L − loss <L"))):
+            ax = axes[2 * col + j]
+            drawn = False
+            for i, (label, ref) in enumerate(config["tables"][table].items()):
+                m, v = parse_ref(ref)
+                sel = df[(df.model == m) & (df.variant == v)]
+                if metric == "gap":
+                    a = sel[sel.metric == "loss_beyond_L"].set_index(["seed", "ev"])["value"]
+                    b = sel[sel.metric == "loss_within_L"].set_index(["seed", "ev"])["value"]
+                    g = (a - b).dropna().rename("value").reset_index()
+                else:
+                    g = sel[sel.metric == metric]
+                if g.empty:
+                    continue
+                s = _summary(g, ["ev"]).sort_values("ev")
+                _band(ax, s["ev"], s, _style(i), label)
+                drawn = True
+            if not drawn:
+                _empty(ax, f"{title}: {what}")
+                continue
+            if metric == "gap":
+                ax.axhline(0, color="grey", lw=0.8)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("ev")
+            ax.set_ylabel("nats")
+            ax.set_title(f"{title}: {what}", fontsize=9)
+            _legend(ax, loc="best")
+    fig.suptitle("Context-controlled views: sliding windows score the same tokens at every ev (lower = the extra "
+                 "context is used); the gap is the loss beyond the training length minus within it", fontsize=9)
+    fig.tight_layout()
+    _save(fig, out, "context")
 
-    res = Results(results)
+
+def training_curves(config: dict, res: Results, out: Path) -> None:
+    labels = {}
+    for rows in config["tables"].values():
+        for label, ref in rows.items():
+            m, v = parse_ref(ref)
+            if v == "base":
+                labels.setdefault(m, label)
     archs: dict[str, list[str]] = {}
     for m, entry in config["models"].items():
         archs.setdefault(entry["architecture"], []).append(m)
-    fig, axes = plt.subplots(1, len(archs), figsize=(4.5 * len(archs), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(archs), figsize=(4.4 * len(archs), 3.4), squeeze=False)
     for ax, (arch, models) in zip(axes[0], archs.items()):
-        for m in models:
-            d = res.model_dir(m)
-            p = d / "metrics.jsonl" if d else None
-            if p is None or not p.exists():
+        for i, m in enumerate(models):
+            curves = []
+            for seed, d in res.index["models"].get(m, {}).items():
+                p = res.path(f"{d}/metrics.jsonl")
+                if p.exists():
+                    f = pd.DataFrame([json.loads(x) for x in p.read_text().splitlines() if x])
+                    curves.append(f.set_index("tokens")["loss"].rolling(25, min_periods=1).mean())
+            if not curves:
                 continue
-            df = pd.DataFrame([json.loads(x) for x in p.read_text().splitlines() if x])
-            ax.plot(df["tokens"], df["loss"].rolling(20, min_periods=1).mean(), label=m, lw=1)
+            c = pd.concat(curves, axis=1)
+            ax.plot(c.index, c.mean(axis=1), label=labels.get(m, m), color=COLORS[i % 10], ls=DASHES[i % len(DASHES)], lw=1.1)
         ax.set_title(f"architecture {arch}", fontsize=9)
         ax.set_xlabel("training tokens")
-        ax.set_ylabel("training loss (smoothed)")
-        ax.legend(fontsize=6)
-    fig.suptitle("Training loss", fontsize=10)
+        ax.set_ylabel("training loss (smoothed, mean over seeds)")
+        _legend(ax, loc="upper right")
+    fig.suptitle("Training loss", fontsize=9)
+    fig.tight_layout()
     _save(fig, out, "training_curves")
 
 
-def position_values(out: Path, seq_len: int = 512, d_model: int = 1024, extent: int = 4) -> dict[str, Any]:
-    """ExPE and ExQPE position values over 4x the training length in fp32 and after a bf16 cast,
-    at the paper's scale (L = 512, d = 1024, l = d/8); returns the distinct-position counts."""
+def position_values(out: Path, seq_len: int = 512, d_model: int = 1024, extent: int = 16,
+                    run_seq_len: int | None = None) -> dict[str, Any]:
+    """Where bf16 merges ExPE's positions: (a) a zoom on positions around 4L, values in fp32 and after
+    a bf16 cast; (b) distinct bf16 values per bucket of L/8 positions up to 16L, at the paper's scale
+    (L = 512, l = d/8) and at the run's own L. Returns the distinct-position counts over 4L."""
     import torch
 
     from .encodings import ExPE, ExQPE
 
-    T = extent * seq_len
-    n = np.arange(T)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    counts = {}
-    for ax, cls in zip(axes, (ExPE, ExQPE)):
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.5))
+    counts: dict[str, Any] = {}
+    n0 = 4 * seq_len - 24
+    zoom = np.arange(n0, n0 + 48)
+    for i, cls in enumerate((ExPE, ExQPE)):
         enc = cls(d_model, seq_len)
-        v32 = enc.values(T, torch.device("cpu"))
-        v16 = v32.to(torch.bfloat16)
-        distinct = {k: len(torch.unique(v, dim=0)) for k, v in (("fp32", v32), ("bf16", v16.float()))}
-        counts[cls.__name__] = distinct
-        ax.plot(n, v32[:, 0].numpy(), label="dim 0, fp32", lw=1.5)
-        ax.step(n, v16[:, 0].float().numpy(), label="dim 0, bf16", lw=1, where="post")
-        if cls is ExQPE:
-            ax.plot(n, v32.mean(1).numpy(), label="mean over l dims, fp32", lw=1, ls="--")
-        ax.axvline(seq_len, color="grey", ls=":", lw=1)
-        ax.set_title(f"{cls.__name__} (L={seq_len}, l={enc.l}): distinct positions of {T}: "
-                     f"fp32 {distinct['fp32']}, bf16 {distinct['bf16']}", fontsize=8)
-        ax.set_xlabel("position n")
-        ax.set_ylabel("value")
-        ax.legend(fontsize=7)
-    fig.suptitle("Position values p_n along the sequence (dotted: training length)", fontsize=10)
+        v = enc.values(extent * seq_len, torch.device("cpu"))
+        b = v.to(torch.bfloat16).float()
+        counts[cls.__name__] = {"fp32": len(torch.unique(v[: 4 * seq_len], dim=0)),
+                                "bf16": len(torch.unique(b[: 4 * seq_len], dim=0))}
+        if cls is ExPE:
+            axes[0].plot(zoom, v[zoom, 0].numpy(), color=COLORS[0], lw=1.2, label="ExPE, fp32")
+            axes[0].step(zoom, b[zoom, 0].numpy(), color=COLORS[0], ls="--", where="post", lw=1.2, label="ExPE, bf16")
+        else:
+            axes[0].plot(zoom, v[zoom].mean(1).numpy(), color=COLORS[1], lw=1.2, label="ExQPE mean of l dims, fp32")
+            axes[0].step(zoom, b[zoom].mean(1).numpy(), color=COLORS[1], ls=":", where="post", lw=1.6,
+                         label="ExQPE mean of l dims, bf16")
+    axes[0].set_title(f"positions near 4L (L = {seq_len}, d = {d_model})", fontsize=9)
+    axes[0].set_xlabel("position n")
+    axes[0].set_ylabel("value written into the first l dims")
+    _legend(axes[0], loc="upper left")
+    for ax, L in ((axes[1], seq_len), (axes[2], run_seq_len or 64)):
+        bucket = max(1, L // 8)
+        for i, cls in enumerate((ExPE, ExQPE)):
+            enc = cls(d_model if L == seq_len else 64, L)
+            b = enc.values(extent * L, torch.device("cpu")).to(torch.bfloat16).float()
+            xs, ys = [], []
+            for s in range(0, extent * L, bucket):
+                xs.append((s + bucket / 2) / L)
+                ys.append(len(torch.unique(b[s : s + bucket], dim=0)))
+            ax.plot(xs, ys, label=f"{cls.__name__} in bf16", **{**_style(i), "marker": None})
+        ax.axhline(bucket, color="grey", ls=":", lw=0.8, label=f"all {bucket} positions distinct")
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(0, bucket * 1.15)
+        ax.set_xlabel("position / L")
+        ax.set_ylabel(f"distinct values per {bucket} positions")
+        ax.set_title(f"L = {L}" + (" (the paper's)" if L == seq_len else " (this run)"), fontsize=9)
+        _legend(ax, loc="lower left")
+    fig.suptitle("ExPE's p_n = S + θn merges neighbouring positions once cast to bf16; ExQPE's round-robin "
+                 "counter keeps them apart", fontsize=9)
+    fig.tight_layout()
     _save(fig, out, "position_values")
     return counts
 
 
-def build_plots(config: dict, results_dir: str | Path, out_dir: str | Path) -> None:
-    sns.set_theme(style="whitegrid", context="paper")
-    results, out = Path(results_dir), ensure_dir(out_dir)
-    loss_vs_length(config, results, out)
-    per_position(config, results, out)
-    training_curves(config, results, out)
-    position_values(out)
+def build_plots(config: dict, index_path: str | Path, out_dir: str | Path) -> None:
+    res = Results(index_path)
+    out = ensure_dir(out_dir)
+    plt.rcParams.update({"font.size": 8, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
+                         "axes.spines.right": False})
+    loss_vs_length(config, res, out)
+    per_position(config, res, out)
+    context(config, res, out)
+    training_curves(config, res, out)
+    L = next(iter(c["train"]["seq_len"] for c in res.model_configs.values()), 64)
+    position_values(out, run_seq_len=L)

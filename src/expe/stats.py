@@ -103,6 +103,17 @@ def paired_bootstrap(a_sums: np.ndarray, a_counts: np.ndarray, b_sums: np.ndarra
     return Difference(point, float(lo), float(hi), n_seeds, n_docs)
 
 
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float, float]:
+    """A proportion with its 95% Wilson score interval: (p, lo, hi)."""
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return p, max(0.0, centre - half), min(1.0, centre + half)
+
+
 def fmt_interval(iv: Interval, digits: int = 3) -> str:
     if iv.n == 0:
         return "—"

@@ -185,25 +185,29 @@ class Checkpointer:
 
 
 class _Preemption:
-    """SIGTERM sets a flag; the loop checkpoints at the end of the current step and exits 143."""
+    """SIGTERM (Slurm preemption, time limit) or Ctrl-C sets a flag; the loop checkpoints at the end
+    of the current step and exits 143 (SIGTERM) or 130 (Ctrl-C)."""
 
     def __init__(self):
         self.requested = False
+        self.signum = signal.SIGTERM
 
     def __enter__(self):
-        self._old = signal.signal(signal.SIGTERM, self._handler)
+        self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGTERM, signal.SIGINT)}
         return self
 
     def _handler(self, signum, frame):
         self.requested = True
+        self.signum = signum
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGTERM, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old)
 
 
 class Preempted(SystemExit):
-    def __init__(self):
-        super().__init__(143)
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(128 + int(signum))
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -355,7 +359,7 @@ def _train(spec, data_dir, out_dir, ckpt_dir, dist: Dist, stop_after, progress, 
             post = {"loss": f"{rows[-1][0]:.3f}", "tok/s": f"{tok_s:,.0f}"}
             if mfu is not None:
                 post["mfu"] = f"{100 * mfu:.1f}%"
-            bar.set_postfix(post)
+            bar.set_postfix(post, refresh=False)
         elif rows and dist.is_main:
             log.info("%s step %d/%d loss %.4f lr %.2e %.0f tok/s%s", name, done, tcfg.steps, rows[-1][0],
                      pending[-1][1], tok_s, f" MFU {100 * mfu:.1f}%" if mfu is not None else "")
@@ -399,8 +403,9 @@ def _train(spec, data_dir, out_dir, ckpt_dir, dist: Dist, stop_after, progress, 
                     last_good = done
                 if stopping and (stop_after is None or done < stop_after):
                     if dist.is_main:
-                        log.warning("%s: SIGTERM received; checkpoint written at step %d, exiting", name, done)
-                    raise Preempted()
+                        log.warning("%s: %s received; checkpoint written at step %d, exiting", name,
+                                    signal.Signals(preempt.signum).name, done)
+                    raise Preempted(preempt.signum)
                 if stop_after is not None and done >= stop_after:
                     return {"stopped_at": done}
     finally:

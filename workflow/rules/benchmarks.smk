@@ -21,7 +21,7 @@ rule benchmark_data:
     conda:
         ENV
     shell:
-        "{EXPE} benchmark-data --tasks {params.tasks} {params.include} --out {output:q} > {log:q} 2>&1"
+        "\"$EXPE_PYTHON\" -m expe.cli benchmark-data --tasks {params.tasks} {params.include} --out {output:q} > {log:q} 2>&1"
 
 
 rule benchmark:
@@ -51,7 +51,7 @@ rule benchmark:
     conda:
         ENV
     shell:
-        "HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 {EXPE} benchmark --model-dir $(dirname {input.weights:q}) "
+        "HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 \"$EXPE_PYTHON\" -m expe.cli benchmark --model-dir $(dirname {input.weights:q}) "
         "--tokenizer {input.tokenizer:q} --tasks {params.tasks} --availability {input.data:q} "
         "--out {output:q} --num-fewshot {params.fewshot} {params.limit} {params.include} --batch-size {params.batch} "
-        "{params.pe} --threads {threads} --device " + DEVICE + " > {log:q} 2>&1"
+        "{params.pe} --threads {threads} --device \"$EXPE_DEVICE\" > {log:q} 2>&1"

@@ -21,9 +21,9 @@ rule retrieval:
     conda:
         ENV
     shell:
-        "{EXPE} probe retrieval --model-dir $(dirname {input.weights:q}) --data $(dirname {input.shards:q}) "
+        "\"$EXPE_PYTHON\" -m expe.cli probe retrieval --model-dir $(dirname {input.weights:q}) --data $(dirname {input.shards:q}) "
         "--split {params.split} --segment {params.r[segment]} --segments {params.r[segments]} "
-        "--distances {params.distances} --out {output:q} --device " + DEVICE + " > {log:q} 2>&1"
+        "--distances {params.distances} --out {output:q} --device \"$EXPE_DEVICE\" > {log:q} 2>&1"
 
 
 rule passkey:
@@ -46,10 +46,10 @@ rule passkey:
     conda:
         ENV
     shell:
-        "{EXPE} probe passkey --model-dir $(dirname {input.weights:q}) --data $(dirname {input.shards:q}) "
+        "\"$EXPE_PYTHON\" -m expe.cli probe passkey --model-dir $(dirname {input.weights:q}) --data $(dirname {input.shards:q}) "
         "--tokenizer {input.tokenizer:q} --split {params.split} --multiples {params.multiples} "
         "--trials {params.p[trials]} --candidates {params.p[candidates]} --digits {params.p[digits]} "
-        "--filler {params.p[filler]} --out {output:q} --device " + DEVICE + " > {log:q} 2>&1"
+        "--filler {params.p[filler]} --out {output:q} --device \"$EXPE_DEVICE\" > {log:q} 2>&1"
 
 
 rule precision_eval:
@@ -74,9 +74,9 @@ rule precision_eval:
     conda:
         ENV
     shell:
-        "{EXPE} evaluate --model-dir $(dirname {input.weights:q}) --data $(dirname {input.shards:q}) --out {output:q} "
+        "\"$EXPE_PYTHON\" -m expe.cli evaluate --model-dir $(dirname {input.weights:q}) --data $(dirname {input.shards:q}) --out {output:q} "
         "--multiples {params.multiples} --split {params.split} {params.max_tokens} --precision {wildcards.precision} "
-        "--batch-size {params.batch} --threads {threads} --device " + DEVICE + " --no-progress > {log:q} 2>&1"
+        "--batch-size {params.batch} --threads {threads} --device \"$EXPE_DEVICE\" --no-progress > {log:q} 2>&1"
 
 
 rule beyond_tables:
@@ -89,11 +89,11 @@ rule beyond_tables:
          if f.endswith((".png", ".csv")) and "/data/" not in f else f for f in BEYOND_FILES],
         done=f"{RES}/beyond.done",
     params:
-        out=BEYOND,
+        out=lambda w, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/beyond_tables.log",
     conda:
         ENV
     shell:
-        "{EXPE} beyond-tables --config {input.cfg:q} --index {input.index:q} --out {params.out:q} > {log:q} 2>&1 "
+        "\"$EXPE_PYTHON\" -m expe.cli beyond-tables --config {input.cfg:q} --index {input.index:q} --out {params.out:q} > {log:q} 2>&1 "
         "&& touch {output.done:q}"

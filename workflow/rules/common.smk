@@ -34,11 +34,12 @@ def _hash(obj) -> str:
     return hashlib.sha256(C.dumps(obj).encode()).hexdigest()[:12]
 
 
-# The package's command line, through the interpreter that runs Snakemake: works from a venv that
-# was never activated (`.venv/bin/snakemake ...`). Under --sdm conda, the env's own `expe`.
+# Jobs run the package's command line through the interpreter that runs Snakemake, so a venv that
+# was never activated works (`.venv/bin/snakemake ...`); under --sdm conda, the env's own python.
+# Interpreter and device reach the shell as environment variables, not as params or shell text:
+# changing them must never make Snakemake delete and redo a trained model (both are rerun triggers).
 _CONDA = "conda" in str(getattr(workflow.deployment_settings, "deployment_method", "")).lower()
-EXPE = "expe" if _CONDA else f"{shlex.quote(sys.executable)} -m expe.cli"
-LAUNCH = "python -m expe.launch" if _CONDA else f"{shlex.quote(sys.executable)} -m expe.launch"
+os.environ.update(EXPE_PYTHON="python" if _CONDA else sys.executable, EXPE_DEVICE=config["device"])
 
 # Everything derived from the config lives under a path keyed by the hash of what determines it,
 # so a config change means new paths (never changed params under an existing one): exactly the
@@ -170,6 +171,48 @@ def beyond_results():
 
 
 INDEX_FILE = f"{RES}/index/{_hash(results_index())}.json"
+
+
+def source_files(wildcards):
+    """A local corpus is an input: adding or editing its files reruns the data steps."""
+    data = config["data"]
+    if data["source"] == "text_dir":
+        from expe.data import text_dir_files
+
+        try:
+            return [str(p) for p in text_dir_files(data["path"])]
+        except Exception as e:
+            raise WorkflowError(f"config error: {e}")
+    if data["source"] in ("jsonl", "parquet"):
+        return [data["path"]]
+    return []
+
+
+def _spec_of(wildcards):
+    """model + specid -> the spec (the seed is the one whose folder hash is specid)."""
+    for s in C.seeds(config, wildcards.model):
+        if model_dir(wildcards.model, s).endswith(wildcards.specid):
+            return spec(wildcards.model, s)
+    raise WorkflowError(f"no seed of model {wildcards.model} has spec id {wildcards.specid}")
+
+
+def _train_cmd(wildcards, threads):
+    n = C.gpus(config, wildcards.model)
+    if n > 1:  # DDP: torchrun through expe.launch (exit 143 on preemption, so retries resume)
+        return f"OMP_NUM_THREADS={max(1, threads // n)} {LAUNCH} --standalone --nproc_per_node {n} -m expe.cli train"
+    return f"\"$EXPE_PYTHON\" -m expe.cli train"
+
+
+def _sliding(wildcards):
+    s = config["eval"]["sliding"]
+    if not s["multiples"]:
+        return ""
+    out = f"--sliding {','.join(map(str, s['multiples']))}"
+    if s["stride"]:
+        out += f" --stride {s['stride']}"
+    if s["max_tokens"]:
+        out += f" --sliding-max-tokens {s['max_tokens']}"
+    return out
 
 
 onstart:

@@ -2,21 +2,6 @@
 # stream, tokenise once, length filter, split by document hash, token shards.
 
 
-def source_files(wildcards):
-    """A local corpus is an input: adding or editing its files reruns the data steps."""
-    data = config["data"]
-    if data["source"] == "text_dir":
-        from expe.data import text_dir_files
-
-        try:
-            return [str(p) for p in text_dir_files(data["path"])]
-        except Exception as e:
-            raise WorkflowError(f"config error: {e}")
-    if data["source"] in ("jsonl", "parquet"):
-        return [data["path"]]
-    return []
-
-
 rule tokenizer:
     input:
         source_files,
@@ -35,7 +20,7 @@ rule tokenizer:
     conda:
         ENV
     shell:
-        "{EXPE} tokenizer --config-json {params.cfg:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
+        "\"$EXPE_PYTHON\" -m expe.cli tokenizer --config-json {params.cfg:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule shards:
@@ -59,7 +44,7 @@ rule shards:
     conda:
         ENV
     shell:
-        "{EXPE} prepare --config-json {params.cfg:q} --tokenizer {input.tokenizer:q} --out $(dirname {output.manifest:q}) "
+        "\"$EXPE_PYTHON\" -m expe.cli prepare --config-json {params.cfg:q} --tokenizer {input.tokenizer:q} --out $(dirname {output.manifest:q}) "
         "--work {params.work:q} --no-progress >> {log:q} 2>&1"
 
 
@@ -76,7 +61,7 @@ rule resolved_config:
     conda:
         ENV
     shell:
-        "{EXPE} dump-config --json {params.cfg:q} --out {output:q} > {log:q} 2>&1"
+        "\"$EXPE_PYTHON\" -m expe.cli dump-config --json {params.cfg:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule results_index:
@@ -90,7 +75,7 @@ rule results_index:
     conda:
         ENV
     shell:
-        "{EXPE} dump-spec --json {params.index:q} --out {output:q} > {log:q} 2>&1"
+        "\"$EXPE_PYTHON\" -m expe.cli dump-spec --json {params.index:q} --out {output:q} > {log:q} 2>&1"
 
 
 # `snakemake --cores 16 data` on a machine with internet (a login node) before GPU jobs on nodes without.

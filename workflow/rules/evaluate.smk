@@ -2,18 +2,6 @@
 # and per inference-time variant (e.g. ExPE scale 1/2, RoPE YaRN).
 
 
-def _sliding(wildcards):
-    s = config["eval"]["sliding"]
-    if not s["multiples"]:
-        return ""
-    out = f"--sliding {','.join(map(str, s['multiples']))}"
-    if s["stride"]:
-        out += f" --stride {s['stride']}"
-    if s["max_tokens"]:
-        out += f" --sliding-max-tokens {s['max_tokens']}"
-    return out
-
-
 rule evaluate:
     input:
         weights=lambda w: f"{model_dir(w.model, w.seed)}/model.safetensors",
@@ -40,7 +28,7 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "{EXPE} evaluate --model-dir $(dirname {input.weights:q}) --data $(dirname {input.shards:q}) --out {output:q} "
+        "\"$EXPE_PYTHON\" -m expe.cli evaluate --model-dir $(dirname {input.weights:q}) --data $(dirname {input.shards:q}) --out {output:q} "
         "--multiples {params.multiples} --split {params.split} {params.max_tokens} {params.sliding} "
         "--precision {params.precision} --batch-size {params.batch} --variant {wildcards.variant} {params.pe} "
-        "--threads {threads} --device " + DEVICE + " --no-progress > {log:q} 2>&1"
+        "--threads {threads} --device \"$EXPE_DEVICE\" --no-progress > {log:q} 2>&1"

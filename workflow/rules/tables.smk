@@ -17,7 +17,7 @@ rule tables:
         # alone do not count as up to date, so `snakemake paper_tables` regenerates them
         done=f"{RES}/tables.done",
     params:
-        out=TABLES,
+        out=lambda w, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/tables.log",
     benchmark:
@@ -25,7 +25,7 @@ rule tables:
     conda:
         ENV
     shell:
-        "{EXPE} tables --config {input.cfg:q} --index {input.index:q} --out {params.out:q} > {log:q} 2>&1 "
+        "\"$EXPE_PYTHON\" -m expe.cli tables --config {input.cfg:q} --index {input.index:q} --out {params.out:q} > {log:q} 2>&1 "
         "&& touch {output.done:q}"
 
 
@@ -40,7 +40,7 @@ rule plots:
          for f in PLOT_FILES],
         done=f"{RES}/plots.done",
     params:
-        out=f"{TABLES}/plots",
+        out=lambda w, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/plots.log",
     benchmark:
@@ -48,5 +48,5 @@ rule plots:
     conda:
         ENV
     shell:
-        "{EXPE} plots --config {input.cfg:q} --index {input.index:q} --out {params.out:q} > {log:q} 2>&1 "
+        "\"$EXPE_PYTHON\" -m expe.cli plots --config {input.cfg:q} --index {input.index:q} --out {params.out:q} > {log:q} 2>&1 "
         "&& touch {output.done:q}"

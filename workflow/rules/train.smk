@@ -3,21 +3,6 @@
 # The device and the number of processes are not params: changing them never deletes a trained model.
 
 
-def _spec_of(wildcards):
-    """model + specid -> the spec (the seed is the one whose folder hash is specid)."""
-    for s in C.seeds(config, wildcards.model):
-        if model_dir(wildcards.model, s).endswith(wildcards.specid):
-            return spec(wildcards.model, s)
-    raise WorkflowError(f"no seed of model {wildcards.model} has spec id {wildcards.specid}")
-
-
-def _train_cmd(wildcards, threads):
-    n = C.gpus(config, wildcards.model)
-    if n > 1:  # DDP: torchrun through expe.launch (exit 143 on preemption, so retries resume)
-        return f"OMP_NUM_THREADS={max(1, threads // n)} {LAUNCH} --standalone --nproc_per_node {n} -m expe.cli train"
-    return f"{EXPE} train"
-
-
 rule model_spec:
     output:
         f"{RES}/models/{{model}}/{{specid}}/spec.json",
@@ -30,7 +15,7 @@ rule model_spec:
     conda:
         ENV
     shell:
-        "{EXPE} dump-spec --json {params.spec:q} --out {output:q} > {log:q} 2>&1"
+        "\"$EXPE_PYTHON\" -m expe.cli dump-spec --json {params.spec:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule train:
@@ -43,10 +28,10 @@ rule train:
         metrics=f"{RES}/models/{{model}}/{{specid}}/metrics.jsonl",
     params:
         checkpoints=lambda w: f"{RES}/checkpoints/{w.model}/{w.specid}",
-        cmd=_train_cmd,
     threads: 1
     resources:
         gpu=lambda w: C.gpus(config, w.model) if DEVICE != "cpu" else 0,
+        nproc=lambda w: C.gpus(config, w.model),  # > 1: DDP under torchrun (expe.launch); not a rerun trigger
         runtime=60,
     log:
         f"{LOGS}/train/{{model}}.{{specid}}.log",
@@ -55,8 +40,8 @@ rule train:
     conda:
         ENV
     shell:
-        "{params.cmd} --spec-file {input.spec:q} --data $(dirname {input.shards:q}) --out $(dirname {output.weights:q}) "
-        "--checkpoints {params.checkpoints:q} --threads {threads} --device " + DEVICE + " --no-progress >> {log:q} 2>&1"
+        "\"$EXPE_PYTHON\" -m expe.cli train --nproc {resources.nproc} --spec-file {input.spec:q} --data $(dirname {input.shards:q}) --out $(dirname {output.weights:q}) "
+        "--checkpoints {params.checkpoints:q} --threads {threads} --device \"$EXPE_DEVICE\" --no-progress >> {log:q} 2>&1"
 
 
 # The step time of every table model in one process, interleaved repeats; serialised (all cores
@@ -82,8 +67,8 @@ rule speed:
     conda:
         ENV
     shell:
-        "{EXPE} speed --config {input.cfg:q} --models {params.models} --data $(dirname {input.shards:q}) "
-        "--out {output:q} --device " + DEVICE + " > {log:q} 2>&1"
+        "\"$EXPE_PYTHON\" -m expe.cli speed --config {input.cfg:q} --models {params.models} --data $(dirname {input.shards:q}) "
+        "--out {output:q} --device \"$EXPE_DEVICE\" > {log:q} 2>&1"
 
 
 # `snakemake --cores 2 model_<name>` trains and evaluates one entry (e.g. one ablation) only.

@@ -1,0 +1,281 @@
+"""Tables and plots of the `beyond_paper` target: the repeat-retrieval and passkey probes, and the
+precision study (evaluation in fp32 / bf16 / fp16; ExPE and ExQPE also trained in bf16; how many
+positions each encoding keeps apart in each precision). Intervals over seeds as in the paper tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from . import config as C  # noqa: E402
+from . import stats  # noqa: E402
+from .io import ensure_dir, read_json, sha256_file, write_text  # noqa: E402
+from .plots import _band, _legend, _save, _style, _summary  # noqa: E402
+from .tables import INTERVAL_NOTE, Est, Table, config_hash  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISION_NOTE = ("CPU autocast (torch {torch}): linear layers, matmuls and attention (SDPA) run in the low "
+                  "precision, so the W_q/W_k inputs (ExPE's p_n among them) and RoPE's rotated q/k are cast there; "
+                  "layer/RMS norms, softmax statistics and the cross-entropy stay fp32. On CPU, bf16 uses the CPU's "
+                  "bf16 instructions where present; fp16 is computed through conversion (slow, but exact to the "
+                  "format). On CUDA the same autocast lists apply.")
+
+
+def labels(config: dict) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for rows in config["tables"].values():
+        for label, ref in rows.items():
+            m, v = C.parse_ref(ref)
+            if v == "base":
+                out.setdefault(m, label)
+    for m in config["beyond"]["bf16_training"]:
+        out[m + C.BF16_SUFFIX] = f"{out.get(m, m)} (trained bf16)"
+    return out
+
+
+def tidy(index: dict, root: Path = Path(".")) -> pd.DataFrame:
+    rows: list[dict[str, Any]] = []
+    sha: dict[str, str] = {}
+
+    def load(rel):
+        p = root / rel
+        if not p.exists():
+            return None
+        sha[rel] = sha256_file(p)
+        return json.loads(p.read_text())
+
+    b = index["beyond"]
+    for m, by_seed in b["retrieval"].items():
+        for seed, rel in by_seed.items():
+            r = load(rel)
+            for x in (r or {}).get("results", []):
+                for metric in ("gain_vs_control", "gain_vs_first", "loss_first", "loss_second", "loss_control"):
+                    rows.append(dict(model=m, seed=int(seed), probe="retrieval", metric=metric, x=x["distance_L"],
+                                     value=x[metric], n=x["spans"], source=rel, sha256=sha[rel]))
+    for m, by_seed in b["passkey"].items():
+        for seed, rel in by_seed.items():
+            r = load(rel)
+            for x in (r or {}).get("results", []):
+                if x.get("status", "ok") != "ok":
+                    rows.append(dict(model=m, seed=int(seed), probe="passkey", metric="status", x=x["ev"],
+                                     value=x["status"], n=0, source=rel, sha256=sha[rel]))
+                    continue
+                for metric in ("accuracy", "greedy_exact", "mean_rank"):
+                    rows.append(dict(model=m, seed=int(seed), probe="passkey", metric=metric, x=x["ev"], value=x[metric],
+                                     n=x["trials"], source=rel, sha256=sha[rel]))
+    for m, by_seed in b["precision"].items():
+        for seed, by_prec in by_seed.items():
+            for prec, rel in by_prec.items():
+                r = load(rel)
+                for x in (r or {}).get("results", []):
+                    rows.append(dict(model=m, seed=int(seed), probe=f"precision:{prec}", metric="loss", x=x["ev"],
+                                     value=x["loss"], n=x["tokens"], source=rel, sha256=sha[rel]))
+    return pd.DataFrame(rows, columns=["model", "seed", "probe", "metric", "x", "value", "n", "source", "sha256"])
+
+
+def _est(values) -> Est | str:
+    iv = stats.t_interval(list(values))
+    return Est(iv.mean, iv.half, iv.n) if iv.n else "not run (no result)"
+
+
+def retrieval_table(df: pd.DataFrame, models: list[str], lab: dict, caption: str) -> Table:
+    d = df[df.probe == "retrieval"]
+    xs = sorted(d.x.unique()) if not d.empty else []
+    t = Table("retrieval", "Repeat retrieval: loss drop on a repeated span D tokens after its first copy (nats/token)",
+              caption, ["Model", "gain vs"] + [f"D={x:g}L" for x in xs])
+    for m in models:
+        for metric, what in (("gain_vs_control", "control"), ("gain_vs_first", "first copy")):
+            cells = [lab.get(m, m), what]
+            for x in xs:
+                v = d[(d.model == m) & (d.metric == metric) & (d.x == x)]["value"]
+                cells.append(_est(v) if not v.empty else "not run (no result)")
+            t.add(cells, model=m, variant="base", source=";".join(sorted(set(d[d.model == m].source))))
+    t.notes += [INTERVAL_NOTE.split(" '(paper)'")[0],
+                "A held-out span A is repeated so that its second copy starts exactly D tokens after the first, "
+                "inside one window. 'control': the same window with the first copy replaced by other held-out text "
+                "(same positions, nothing to copy): the gain isolates retrieval. 'first copy': the loss on the first "
+                "copy minus the second (the copy also moves to a later position). A model that cannot attend D "
+                "tokens back shows no gain at D."]
+    return t
+
+
+def passkey_table(df: pd.DataFrame, models: list[str], lab: dict, caption: str, chance: float) -> Table:
+    d = df[df.probe == "passkey"]
+    xs = sorted(d.x.unique()) if not d.empty else []
+    t = Table("passkey", "Passkey retrieval (Mohtashami & Jaggi 2023): accuracy by rank and by greedy match",
+              caption, ["Model", "score"] + [f"ev={int(x)}" for x in xs])
+    for m in models:
+        for metric, what in (("accuracy", "rank 1 of candidates"), ("greedy_exact", "greedy exact match")):
+            cells = [lab.get(m, m), what]
+            for x in xs:
+                sel = d[(d.model == m) & (d.metric == metric) & (d.x == x)]
+                why = d[(d.model == m) & (d.metric == "status") & (d.x == x)]["value"]
+                if sel.empty:
+                    cells.append(why.iloc[0] if not why.empty else "not run (no result)")
+                    continue
+                n = int(sel["n"].sum())  # trials pooled over seeds
+                k = int(round((sel["value"] * sel["n"]).sum()))
+                p, lo, hi = stats.wilson(k, n)
+                cells.append(f"{p:.2f} [{lo:.2f}, {hi:.2f}]")
+            t.add(cells, model=m, variant="base", source=";".join(sorted(set(d[d.model == m].source))))
+    t.digits = 2
+    t.notes += ["Accuracy over all trials of all seeds with its 95% Wilson interval [lo, hi].",
+                f"Rank accuracy: the true key's log-likelihood is the highest of the candidate keys (chance "
+                f"{chance:.0%}; ties count against the true key). Greedy exact: every key token is the model's argmax "
+                "(greedy decoding would produce the key). Both are reported as measured, at chance or not."]
+    return t
+
+
+def precision_table(df: pd.DataFrame, models: list[str], lab: dict, precisions: list[str], caption: str) -> Table:
+    d = df[df.probe.str.startswith("precision:")]
+    xs = sorted(d.x.unique()) if not d.empty else []
+    t = Table("precision", "Evaluation precision: loss in fp32 and its change in bf16 / fp16", caption,
+              ["Model", "precision"] + [f"ev={int(x)}" for x in xs])
+    for m in models:
+        for p in precisions:
+            cells = [lab.get(m, m), p if p == "fp32" else f"{p} − fp32"]
+            for x in xs:
+                sel = d[(d.model == m) & (d.x == x)]
+                if p == "fp32":
+                    v = sel[sel.probe == "precision:fp32"]["value"]
+                    cells.append(_est(v) if not v.empty else "not run (no result)")
+                    continue
+                a = sel[sel.probe == f"precision:{p}"].set_index("seed")["value"]
+                b = sel[sel.probe == "precision:fp32"].set_index("seed")["value"]
+                diff = (a - b).dropna()
+                cells.append(_est(diff) if not diff.empty else "not run (no result)")
+            t.add(cells, model=m, variant=p, source=";".join(sorted(set(d[d.model == m].source))))
+    t.notes += [INTERVAL_NOTE.split(" '(paper)'")[0], PRECISION_NOTE.format(torch=torch.__version__),
+                "Rows 'bf16 − fp32' and 'fp16 − fp32': the same model and windows, paired per seed."]
+    return t
+
+
+def training_precision_table(df: pd.DataFrame, pairs: list[tuple[str, str]], lab: dict, caption: str) -> Table:
+    d = df[df.probe.str.startswith("precision:")]
+    xs = sorted(d.x.unique()) if not d.empty else []
+    t = Table("precision_training", "Trained in bf16 vs fp32 (same seeds), evaluated in fp32 and in bf16", caption,
+              ["Model", "evaluated in"] + [f"ev={int(x)}" for x in xs])
+    for base, bf in pairs:
+        for who in (base, bf):
+            for p in ("fp32", "bf16"):
+                cells = [lab.get(who, who), p]
+                for x in xs:
+                    v = d[(d.model == who) & (d.x == x) & (d.probe == f"precision:{p}")]["value"]
+                    cells.append(_est(v) if not v.empty else "not run (no result)")
+                t.add(cells, model=who, variant=p, source="")
+    t.notes.append(INTERVAL_NOTE.split(" '(paper)'")[0])
+    return t
+
+
+def position_values_table(config: dict, models: list[str], lab: dict, precisions: list[str], multiples: list[int]) -> Table:
+    from .model import ModelConfig, Transformer
+    from .probes import distinct_positions
+
+    t = Table("position_values", "Distinct positions an encoding keeps apart in each precision", "Out of the "
+              "ev x L positions of a window; computed from each model's encoding at its own L (no training needed)",
+              ["Model", "precision"] + [f"ev={k}" for k in multiples])
+    for m in models:
+        spec = C.model_spec(config, m)
+        mc = ModelConfig(**{**spec["model"], "vocab_size": 256, "seq_len": spec["train"]["seq_len"]})
+        enc = Transformer(mc).pe
+        L = spec["train"]["seq_len"]
+        for p in precisions:
+            cells = [lab.get(m, m), p]
+            for k in multiples:
+                n = distinct_positions(enc, k * L, DTYPES[p])
+                cells.append(f"{n} / {k * L}" if n is not None else "no position values")
+            t.add(cells, model=m, variant=p, source="computed")
+    t.notes.append("Position values: ExPE/ExQPE p_n, RoPE's cos/sin table, the sinusoidal table, ALiBi's bias per "
+                   "distance (distinct distances); NoPE has none. Two positions whose values are equal after the cast "
+                   "are indistinguishable to the attention.")
+    return t
+
+
+def _plot(df: pd.DataFrame, models: list[str], lab: dict, out: Path, chance: float) -> None:
+    for name, probe, metric, xlabel, ylabel, hline in (
+            ("retrieval", "retrieval", "gain_vs_control", "distance D / L", "retrieval gain (nats/token)", 0.0),
+            ("passkey", "passkey", "accuracy", "window / L (ev)", "passkey accuracy (rank 1)", chance)):
+        fig, ax = plt.subplots(figsize=(5.2, 3.4))
+        d = df[(df.probe == probe) & (df.metric == metric)]
+        for i, m in enumerate(models):
+            g = d[d.model == m]
+            if g.empty:
+                continue
+            s = _summary(g, ["x"]).sort_values("x")
+            _band(ax, s["x"], s, _style(i), lab.get(m, m), y="mean")
+        ax.axhline(hline, color="grey", ls=":", lw=0.8, label="chance" if probe == "passkey" else "no retrieval")
+        ax.axvline(1, color="grey", ls="--", lw=0.6)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title({"retrieval": "Does the model copy a span seen D tokens earlier?",
+                      "passkey": "Passkey retrieval"}[name], fontsize=9)
+        _legend(ax, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        _save(fig, out, name)
+    d = df[df.probe.str.startswith("precision:")]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+    for ax, p in zip(axes, ("bf16", "fp16")):
+        for i, m in enumerate(models):
+            a = d[(d.model == m) & (d.probe == f"precision:{p}")].set_index(["seed", "x"])["value"]
+            b = d[(d.model == m) & (d.probe == "precision:fp32")].set_index(["seed", "x"])["value"]
+            g = (a - b).dropna().rename("value").reset_index()
+            if g.empty:
+                continue
+            s = _summary(g, ["x"]).sort_values("x")
+            _band(ax, s["x"], s, _style(i), lab.get(m, m))
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("ev")
+        ax.set_ylabel("loss − fp32 loss (nats)")
+        ax.set_title(f"evaluated in {p}", fontsize=9)
+    _legend(axes[1], loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle("Evaluation precision: change of the loss against fp32 (95% seed bands)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, out, "precision")
+
+
+def build_beyond(config: dict, index_path: str | Path, out_dir: str | Path) -> list[Table]:
+    index = read_json(index_path)
+    out = ensure_dir(out_dir)
+    plots = ensure_dir(out / "plots")
+    df = tidy(index)
+    lab = labels(config)
+    models = C.beyond_models(config)
+    pmodels = C.precision_models(config)
+    bey = config["beyond"]
+    seeds = sorted({len(C.seeds(config, m)) for m in models})
+    caption = (f"Run `{config['run_name']}`, {'/'.join(map(str, seeds))} seed(s) per model, held-out "
+               f"{config['eval']['split']} documents")
+    chance = 1 / bey["passkey"]["candidates"]
+    pairs = [(m, m + C.BF16_SUFFIX) for m in bey["bf16_training"]]
+    tables = [
+        retrieval_table(df, models, lab, caption),
+        passkey_table(df, models, lab, caption, chance),
+        precision_table(df, pmodels, lab, bey["precision"]["precisions"], caption),
+        training_precision_table(df, pairs, lab, caption),
+        position_values_table(config, models, lab, bey["precision"]["precisions"], bey["precision"]["multiples"]),
+    ]
+    note = f"Config sha256 {config_hash(config)[:12]}; tidy data in data/beyond.csv (source files with their sha256)."
+    for t in tables:
+        t.notes.append(note)
+        t.write(out)
+    ensure_dir(out / "data")
+    df.to_csv(out / "data" / "beyond.csv", index=False)
+    _plot(df, models, lab, plots, chance)
+    lines = ["# Beyond the paper: is long context used, and does precision matter?", "",
+             "Produced by `snakemake beyond_paper`. Every number comes from `data/beyond.csv` (with the result file "
+             "and its sha256).", ""]
+    for t in tables:
+        lines += [t.markdown(), ""]
+    for p, cap in (("retrieval", "Repeat retrieval"), ("passkey", "Passkey"), ("precision", "Evaluation precision")):
+        lines += [f"### {cap}", "", f"![{cap}](plots/{p}.png)", "", f"[PDF](plots/{p}.pdf)", ""]
+    write_text(out / "README.md", "\n".join(lines))
+    return tables
