@@ -88,3 +88,19 @@ def test_torch_compile_trains_on_cpu_and_matches_eager(shards, tmp_path):
     train({**s, "train": {**s["train"], "compile": True}}, shards, tmp_path / "comp", tmp_path / "cc", progress=False)
     a, b = curve(tmp_path / "eager" / "metrics.jsonl"), curve(tmp_path / "comp" / "metrics.jsonl")
     assert max(abs(x - y) for x, y in zip(a, b)) < 1e-3
+
+
+def test_the_launch_command_is_torchrun_on_one_node_and_srun_torchrun_with_c10d_on_several():
+    from expe.cli import launch_command
+
+    argv = ["train", "--nproc", "4", "--spec-file", "s.json", "--data", "d", "--out", "o"]
+    one = launch_command(argv, 4, {})
+    assert one[1:] == ["-m", "expe.launch", "--standalone", "--nproc_per_node=4", "-m", "expe.cli", "train",
+                       "--spec-file", "s.json", "--data", "d", "--out", "o"]  # --nproc consumed, the rest kept
+    env = {"SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_ID": "4242",
+           "EXPE_RDZV_HOST": "gpu07"}
+    multi = launch_command(argv, 4, env)
+    assert multi[:4] == ["srun", "--nodes=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    assert {"--nnodes=2", "--nproc_per_node=4", "--rdzv_backend=c10d", "--rdzv_endpoint=gpu07:29500",
+            "--rdzv_id=4242"} <= set(multi)
+    assert multi[multi.index("-m", 6) + 1] == "expe.cli" and "--nproc" not in multi

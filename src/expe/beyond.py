@@ -242,6 +242,37 @@ def _plot(df: pd.DataFrame, models: list[str], lab: dict, out: Path, chance: flo
     _save(fig, out, "precision")
 
 
+def _cell(t: Table, c) -> str:
+    return t.text(c).replace(" (1 seed)", "")
+
+
+def beyond_summary(tables: list[Table]) -> str:
+    """The README's beyond-the-paper section, generated from the tables."""
+    by = {t.name: t for t in tables}
+    lines = []
+    r = by["retrieval"]
+    if r.rows:
+        lines += [f"Retrieval gain against the control (nats/token; {', '.join(r.columns[2:])}), mean ± 95% interval "
+                  "over seeds (`beyond/retrieval.md`):", ""]
+        lines += [f"- {row[0]}: " + " / ".join(_cell(r, c) for c in row[2:]) for row in r.rows if row[1] == "control"]
+        lines.append("")
+    p = by["passkey"]
+    if p.rows:
+        lines += [f"Passkey accuracy (rank 1 of the candidates; {', '.join(p.columns[2:])}) with 95% Wilson intervals "
+                  "(`beyond/passkey.md`):", ""]
+        lines += [f"- {row[0]}: " + " / ".join(_cell(p, c) for c in row[2:]) for row in p.rows
+                  if row[1].startswith("rank")]
+        lines.append("")
+    q = by["precision"]
+    if q.rows:
+        lines += [f"Loss change when evaluated in low precision instead of fp32 ({', '.join(q.columns[2:])}; "
+                  "`beyond/precision.md`):", ""]
+        lines += [f"- {row[0]}, {row[1]}: " + " / ".join(_cell(q, c) for c in row[2:]) for row in q.rows
+                  if row[1] != "fp32"]
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
 def build_beyond(config: dict, index_path: str | Path, out_dir: str | Path) -> list[Table]:
     index = read_json(index_path)
     out = ensure_dir(out_dir)
@@ -270,7 +301,10 @@ def build_beyond(config: dict, index_path: str | Path, out_dir: str | Path) -> l
     ensure_dir(out / "data")
     df.to_csv(out / "data" / "beyond.csv", index=False)
     _plot(df, models, lab, plots, chance)
+    summary = beyond_summary(tables)
+    write_text(out / "summary.md", summary)
     lines = ["# Beyond the paper: is long context used, and does precision matter?", "",
+             "## Summary", "", summary, "",
              "Produced by `snakemake beyond_paper`. Every number comes from `data/beyond.csv` (with the result file "
              "and its sha256).", ""]
     for t in tables:

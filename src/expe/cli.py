@@ -120,11 +120,35 @@ def _spec(args) -> dict:
     return C.model_spec(C.load(args.config), args.model)
 
 
-def _relaunch_under_torchrun(argv: list[str], nproc: int, threads: int) -> None:
-    """`expe train --nproc N` (N > 1) outside torchrun: replace this process by torchrun (through
-    expe.launch, for scheduler-friendly exit codes) running N copies of the same command."""
-    import os
+def launch_command(argv: list[str], nproc: int, env: dict) -> list[str]:
+    """The command that runs `expe <argv>` as a DDP job: torchrun (through expe.launch) with `nproc`
+    processes on this node; inside a Slurm allocation of several nodes, one torchrun per node
+    through srun, meeting by c10d rendezvous on the first node (the multi-node recipe of dist.py)."""
+    import sys as _sys
 
+    rest = _strip_nproc(argv)
+    nodes = int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1)
+    tail = ["-m", "expe.cli"] + rest
+    if nodes > 1:
+        head = env.get("EXPE_RDZV_HOST") or _first_host(env["SLURM_JOB_NODELIST"])
+        return ["srun", f"--nodes={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1", _sys.executable, "-m",
+                "expe.launch", f"--nnodes={nodes}", f"--nproc_per_node={nproc}", "--rdzv_backend=c10d",
+                f"--rdzv_endpoint={head}:{env.get('EXPE_RDZV_PORT', '29500')}",
+                f"--rdzv_id={env.get('SLURM_JOB_ID', 'expe')}"] + tail
+    return [_sys.executable, "-m", "expe.launch", "--standalone", f"--nproc_per_node={nproc}"] + tail
+
+
+def _first_host(nodelist: str) -> str:
+    import subprocess as sp
+
+    try:
+        return sp.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                      check=True).stdout.split()[0]
+    except (OSError, sp.CalledProcessError, IndexError):
+        return nodelist.split(",")[0].split("[")[0]
+
+
+def _strip_nproc(argv: list[str]) -> list[str]:
     rest, skip = [], False
     for a in argv:
         if skip:
@@ -136,11 +160,21 @@ def _relaunch_under_torchrun(argv: list[str], nproc: int, threads: int) -> None:
         if a.startswith("--nproc="):
             continue
         rest.append(a)
+    return rest
+
+
+def _relaunch_under_torchrun(argv: list[str], nproc: int, threads: int) -> None:
+    """`expe train --nproc N` (N > 1) outside torchrun: replace this process by the DDP launch of the
+    same command, so that signals (Slurm's SIGTERM) reach torchrun, which forwards them."""
+    import os
+    import shutil
+
     os.environ["OMP_NUM_THREADS"] = str(max(1, threads // nproc))
-    cmd = [sys.executable, "-m", "expe.launch", "--standalone", "--nproc_per_node", str(nproc), "-m", "expe.cli"] + rest
+    cmd = launch_command(argv, nproc, dict(os.environ))
+    print("expe: launching " + " ".join(cmd), file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, cmd)
+    os.execv(shutil.which(cmd[0]) or cmd[0], cmd)
 
 
 def cmd_train(args):
@@ -148,7 +182,8 @@ def cmd_train(args):
 
     from .train import train
 
-    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+    slurm_nodes = int(os.environ.get("SLURM_JOB_NUM_NODES") or 1)
+    if (args.nproc > 1 or slurm_nodes > 1) and "WORLD_SIZE" not in os.environ:
         _relaunch_under_torchrun(args.argv, args.nproc, args.threads)
     spec = _spec(args)
     ckpt = args.checkpoints or str(Path(args.out) / "checkpoints")
@@ -246,6 +281,18 @@ def cmd_beyond_tables(args):
     from .beyond import build_beyond
 
     build_beyond(_config(args), args.index, args.out)
+
+
+def cmd_config_doc(args):
+    from . import config as C
+
+    text = C.schema_markdown()
+    if args.out:
+        from .io import write_text
+
+        write_text(args.out, text)
+    else:
+        print(text, end="")
 
 
 def cmd_params(args):
@@ -367,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--stride", type=positive_int, help="sliding-window stride in tokens (default L/2)")
     sp.add_argument("--sliding-max-tokens", type=positive_int, help="scored tokens per sliding length (default: all)")
     common(sp, config=False)
+
+    sp = add("config-doc", cmd_config_doc, "write config/README.md: every config key, its default and meaning")
+    sp.add_argument("--out", help="file to write (default: standard output)")
 
     sp = add("params", cmd_params, "print the parameter counts of the architecture presets")
     sp.add_argument("--preset", help="one preset (default: all)")

@@ -199,7 +199,12 @@ def seeds(config: dict[str, Any], name: str) -> list[int]:
 
 
 def gpus(config: dict[str, Any], name: str) -> int:
+    """Processes (GPUs) per node of one model's training job."""
     return int(model_entries(config)[name].get("gpus", config.get("gpus", 1)))
+
+
+def nodes(config: dict[str, Any], name: str) -> int:
+    return int(model_entries(config)[name].get("nodes", config.get("nodes", 1)))
 
 
 def model_spec(config: dict[str, Any], name: str, seed: int | None = None) -> dict[str, Any]:
@@ -232,6 +237,30 @@ def eval_variants(config: dict[str, Any], model: str) -> list[str]:
     return ["base"] + [v for v, spec in variants.items() if model in spec["models"]]
 
 
+PLOT_TITLES = {"section41": "Section 4.1 (+ NoPE, ALiBi)", "ablations": "Ablations (Table 7)",
+               "large": "Section 4.2 (Llama architecture)"}
+
+
+def plot_panels(config: dict[str, Any]) -> list[tuple[str, str, str, dict[str, str]]]:
+    """(file key, title, table, rows) of the loss plots: one per paper table, the scaling table split
+    in two (ExPE/ExQPE with the scale swept; RoPE variants and the other baselines) so lines stay apart."""
+    out = []
+    for table in ("section41", "ablations", "large", "scaling"):
+        rows = config["tables"].get(table, {})
+        if not rows:
+            continue
+        if table == "scaling":
+            expe = {k: v for k, v in rows.items() if "ExPE" in k or "ExQPE" in k}
+            rest = {k: v for k, v in rows.items() if k not in expe}
+            if expe:
+                out.append(("scaling_expe", "Section 4.3: ExPE / ExQPE, scale swept", table, expe))
+            if rest:
+                out.append(("scaling_baselines", "Section 4.3: RoPE variants and baselines", table, rest))
+        else:
+            out.append((table, PLOT_TITLES[table], table, rows))
+    return out
+
+
 def beyond_models(config: dict[str, Any]) -> list[str]:
     """The models the probes run on (beyond.models, default: the Section 4.1 and large tables)."""
     chosen = config.get("beyond", {}).get("models")
@@ -259,7 +288,7 @@ def _semantic_checks(config: dict[str, Any]) -> None:
             raise ConfigError(f"models.{name}: names ending in {BF16_SUFFIX!r} are reserved for beyond.bf16_training")
         if "seed" in models[name] and "seeds" in models[name]:
             raise ConfigError(f"models.{name}: give seeds or seed, not both")
-        g = gpus(config, name)
+        g = gpus(config, name) * nodes(config, name)
         bs = model_spec(config, name)["train"]["batch_size"]
         if bs % g:
             raise ConfigError(f"models.{name}: train.batch_size {bs} cannot be split over gpus: {g} "
@@ -358,3 +387,101 @@ def _data_checks(config: dict[str, Any]) -> None:
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def schema_markdown() -> str:
+    """config/README.md: every key of the schema with its type, default and description."""
+    sch = schema()
+
+    def typ(s: dict) -> str:
+        if "enum" in s:
+            return " / ".join(map(str, s["enum"]))
+        if "$ref" in s:
+            return s["$ref"].split("/")[-1]
+        if "oneOf" in s:
+            return " or ".join(typ(x) for x in s["oneOf"])
+        t = s.get("type", "object")
+        return " or ".join(t) if isinstance(t, list) else t
+
+    rows: list[str] = []
+    extra = {
+        "data": "corpus and its preparation (one pass: tokenise, filter, split, shard)",
+        "tokenizer": "the tokenizer", "train": "training hyper-parameters shared by every model entry",
+        "architectures": "named architectures: a preset and/or explicit keys",
+        "architectures.<name>.preset": "start from a preset (paper-small 35M, paper-S 135M, paper-M 342M, cpu-*)",
+        "architectures.<name>.arch": "gpt (LayerNorm, GELU, biases; Section 4.1) or llama (RMSNorm, SwiGLU)",
+        "architectures.<name>.d_model": "model width", "architectures.<name>.n_layer": "blocks",
+        "architectures.<name>.n_head": "attention heads", "architectures.<name>.dropout": "dropout probability",
+        "architectures.<name>.tie_embeddings": "input embedding tied to the output head",
+        "architectures.<name>.ffn_hidden": "MLP width (null: 4d for gpt, 8d/3 rounded to 256 for llama)",
+        "architectures.<name>.norm_eps": "epsilon of the norms",
+        "models": "model entries: each is trained once per seed and evaluated",
+        "models.<name>.architecture": "a name of `architectures` or a preset",
+        "models.<name>.pe": "the positional encoding: `name` and its parameters",
+        "models.<name>.pe.name": "the encoding (METHOD.md; `expe_*` are the Table 7 ablations)",
+        "models.<name>.pe.S": "ExPE start value S (default 1.0)", "models.<name>.pe.theta": "ExPE step theta (default 1/L; ExQPE l/L)",
+        "models.<name>.pe.l": "dims overwritten (default d/8)",
+        "models.<name>.pe.apply_to_value": "also overwrite the W_v input", "models.<name>.pe.scale": "inference scale of theta (1.0)",
+        "models.<name>.pe.base": "RoPE / sinusoidal base (10000)",
+        "models.<name>.pe.interpolation": "RoPE position interpolation factor (1.0: off)",
+        "models.<name>.pe.ntk_factor": "RoPE NTK-aware base scaling (1.0: off)",
+        "models.<name>.pe.yarn_factor": "RoPE YaRN factor s (1.0: off)",
+        "models.<name>.train": "per-entry overrides of `train`", "models.<name>.seeds": "per-entry seeds (overrides `seeds`)",
+        "models.<name>.gpus": "per-entry `gpus`", "models.<name>.nodes": "per-entry `nodes`",
+        "eval": "length-extrapolation evaluation", "eval.multiples": "ev values: window = ev x L (documents permitting)",
+        "eval.sliding": "sliding-window evaluation (every scored token with the same context)",
+        "eval.sliding.multiples": "ev values of the sliding evaluation (its scored tokens start at max ev x L - stride)",
+        "eval.variants.<name>.pe": "inference-time encoding options of the variant",
+        "eval.variants.<name>.pe.scale": "ExPE/ExQPE: theta x scale", "eval.variants.<name>.pe.interpolation": "RoPE PI",
+        "eval.variants.<name>.pe.ntk_factor": "RoPE NTK-aware", "eval.variants.<name>.pe.yarn_factor": "RoPE YaRN",
+        "eval.variants.<name>.models": "model entries evaluated with it (table rows name them as model@variant)",
+        "benchmarks": "lm-evaluation-harness benchmarks (Table 4)",
+        "speed.warmup": "untimed steps after building each model", "speed.repeats": "interleaved rounds over the models",
+        "speed.threads": "CPU threads of the measurement",
+        "beyond.retrieval": "repeat-retrieval probe", "beyond.passkey": "passkey retrieval (Mohtashami & Jaggi 2023)",
+        "beyond.passkey.multiples": "window lengths in multiples of L", "beyond.passkey.trials": "prompts per length and seed",
+        "beyond.passkey.candidates": "keys ranked per prompt (chance: 1/candidates)", "beyond.passkey.digits": "digits of a key",
+        "beyond.precision": "evaluation in several precisions", "beyond.precision.precisions": "autocast dtypes compared to fp32",
+        "beyond.precision.multiples": "ev values", "beyond.precision.max_tokens": "tokens per length and precision",
+        "tables.section41": "rows of Table 2: label -> model entry", "tables.ablations": "rows of Table 7",
+        "tables.large": "rows of Table 1", "tables.scaling": "rows of Table 3 (model@variant for inference variants)",
+        "tables.benchmarks": "rows of Table 4",
+    }
+
+    def walk(props: dict, prefix: str) -> None:
+        for key, s in props.items():
+            if "$ref" in s and s["$ref"].startswith("#/definitions/") and \
+                    "properties" in sch["definitions"].get(s["$ref"].split("/")[-1], {}):
+                sub = sch["definitions"][s["$ref"].split("/")[-1]]
+                desc = s.get("description", sub.get("description", "")) or extra.get(f"{prefix}{key}", "")
+                rows.append(f"| `{prefix}{key}` | mapping | | {desc} |")
+                walk(sub["properties"], f"{prefix}{key}.")
+                continue
+            default = json.dumps(s["default"]) if "default" in s else ""
+            desc = s.get("description") or extra.get(f"{prefix}{key}", "")
+            rows.append(f"| `{prefix}{key}` | {typ(s)} | {default} | {desc} |")
+            if "properties" in s:
+                walk(s["properties"], f"{prefix}{key}.")
+            ap = s.get("additionalProperties")
+            if isinstance(ap, dict) and "properties" in ap:
+                walk(ap["properties"], f"{prefix}{key}.<name>.")
+
+    walk(sch["properties"], "")
+    pe = sch["definitions"]["pe"]["properties"]
+    return "\n".join([
+        "# Configuration keys",
+        "",
+        "Generated from `workflow/schemas/config.schema.yaml` by `expe config-doc` (a test keeps this file",
+        "in step with the schema). A config is validated before any job runs; defaults are filled from the",
+        "schema; an unknown or misspelt key is a one-line error naming it. `models.<name>.train` takes the",
+        "keys of `train`; `models.<name>.pe` the keys of an encoding:",
+        "",
+        "| key | type | default | description |",
+        "| --- | --- | --- | --- |",
+        *rows,
+        "",
+        "Encoding keys (`models.<name>.pe`): " + ", ".join(f"`{k}`" for k in pe) + ". Which ones an encoding "
+        "takes is in `src/expe/encodings.py` (`REGISTRY`); `scale` (ExPE/ExQPE), `interpolation`, `ntk_factor` "
+        "and `yarn_factor` (RoPE) are inference-time options, set per `eval.variants` entry.",
+        "",
+    ])

@@ -258,7 +258,8 @@ class ExPE(PositionalEncoding):
         return 1.0 / seq_len
 
     def describe(self):
-        return {"S": float(self.S), "theta": float(self.theta), "l": self.l, "apply_to_value": self.apply_to_value,
+        return {"S": float(torch.as_tensor(self.S).detach()), "theta": float(torch.as_tensor(self.theta).detach()),
+                "l": self.l, "apply_to_value": self.apply_to_value,
                 "scale": self.scale, "learned": isinstance(self.S, nn.Parameter)}
 
     def values(self, T: int, device: torch.device) -> torch.Tensor:

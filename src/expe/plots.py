@@ -18,13 +18,21 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import paper_reference as P  # noqa: E402
-from .config import parse_ref  # noqa: E402
+from .config import parse_ref, plot_panels  # noqa: E402
 from .io import atomic_path, ensure_dir  # noqa: E402
 from .results import Results  # noqa: E402
 from .stats import half_width  # noqa: E402
 
 PANELS = [("section41", "Section 4.1 (+ NoPE, ALiBi)", P.SECTION41), ("ablations", "Ablations (Table 7)", P.ABLATIONS),
           ("large", "Section 4.2 (Llama architecture)", P.LARGE), ("scaling", "Section 4.3 (inference scaling)", P.SCALING)]
+
+
+def panels(config: dict) -> list[tuple[str, str, dict[str, str], dict]]:
+    """(file key, title, rows label -> ref, the paper's values); see config.plot_panels."""
+    paper = {t: p for t, _, p in PANELS}
+    return [(key, title, rows, paper[table]) for key, title, table, rows in plot_panels(config)]
+
+
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p"]
 DASHES = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)), (0, (5, 2, 1, 2))]
 COLORS = plt.get_cmap("tab10").colors
@@ -63,66 +71,95 @@ def _legend(ax, **kw) -> None:
     ax.legend(fontsize=7, frameon=False, handlelength=2.6, **kw)
 
 
-def loss_vs_length(config: dict, res: Results, out: Path) -> None:
-    df = res.df[res.df.metric == "loss"]
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(3.6 * len(PANELS), 3.4))
-    for ax, (table, title, paper) in zip(axes, PANELS):
-        drawn = False
-        for i, (label, ref) in enumerate(config["tables"][table].items()):
-            m, v = parse_ref(ref)
-            g = _summary(df[(df.model == m) & (df.variant == v)], ["ev"]).sort_values("ev")
-            if g.empty:
-                continue
-            st = _style(i)
-            _band(ax, g["ev"], g, st, label)
-            if label in paper:
-                pk = sorted(k for k in paper[label] if isinstance(k, int))
-                ax.plot(pk, [paper[label][k] for k in pk], ls="none", marker=st["marker"], mfc="none",
-                        mec=st["color"], ms=6, mew=1)
-            drawn = True
-        if not drawn:
-            _empty(ax, title)
+def _loss_panel(ax, df: pd.DataFrame, rows: dict, paper: dict, title: str, legend_size: float = 7) -> bool:
+    drawn, twin = False, None
+    for i, (label, ref) in enumerate(rows.items()):
+        m, v = parse_ref(ref)
+        g = _summary(df[(df.model == m) & (df.variant == v)], ["ev"]).sort_values("ev")
+        if g.empty:
             continue
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("evaluation length / training length (ev)")
-        ax.set_ylabel("loss (nats)")
-        ax.set_title(title, fontsize=9)
-        ax.axvline(1, color="grey", ls=":", lw=0.8)
-        _legend(ax, loc="upper left")
-    fig.suptitle("Loss against evaluation length: ours (lines, 95% seed bands); the paper's values (hollow markers, "
-                 "its own scale)", fontsize=9)
+        st = _style(i)
+        _band(ax, g["ev"], g, st, label)
+        if label in paper:
+            twin = twin or ax.twinx()
+            pk = sorted(k for k in paper[label] if isinstance(k, int))
+            twin.plot(pk, [paper[label][k] for k in pk], ls=":", lw=0.8, marker=st["marker"], mfc="none",
+                      mec=st["color"], color=st["color"], ms=5, mew=0.9)
+        drawn = True
+    if not drawn:
+        _empty(ax, title)
+        return False
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("evaluation length / training length (ev)")
+    ax.set_ylabel("our loss (nats)")
+    ax.set_title(title, fontsize=9)
+    ax.axvline(1, color="grey", ls=":", lw=0.8)
+    if twin is not None:
+        twin.set_ylabel("paper's loss (hollow markers)", fontsize=7, color="grey")
+        twin.tick_params(labelsize=7, colors="grey")
+        twin.grid(False)
+    ax.legend(fontsize=legend_size, frameon=False, handlelength=2.6, loc="upper left")
+    return True
+
+
+def loss_vs_length(config: dict, res: Results, out: Path) -> None:
+    """Overview figure of every table, and one single-column figure per table (for a paper)."""
+    df = res.df[res.df.metric == "loss"]
+    pans = panels(config)
+    cols = 3
+    nrows = -(-len(pans) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.5 * nrows), squeeze=False)
+    for ax, (_, title, rows, paper) in zip(axes.flat, pans):
+        _loss_panel(ax, df, rows, paper, title)
+    for ax in list(axes.flat)[len(pans):]:
+        ax.axis("off")
+        ax.text(0, 0.5, "Lines: our loss, mean over seeds,\nwith 95% t bands (left axis).\nHollow markers, dotted: the\n"
+                "paper's published values at its own\nscale (right axis), for the shape.", fontsize=8, va="center")
+    fig.suptitle("Loss against evaluation length", fontsize=10)
     fig.tight_layout()
     _save(fig, out, "loss_vs_length")
+    for key, title, rows, paper in pans:
+        fig, ax = plt.subplots(figsize=(3.5, 2.9))
+        _loss_panel(ax, df, rows, paper, title, legend_size=5.5)
+        fig.tight_layout()
+        _save(fig, out, f"loss_vs_length_{key}")
 
 
 def per_position(config: dict, res: Results, out: Path) -> None:
     pp = pd.DataFrame(res.per_position)
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(3.6 * len(PANELS), 3.4))
-    for ax, (table, title, _) in zip(axes, PANELS):
-        drawn = False
-        for i, (label, ref) in enumerate(config["tables"][table].items()):
+    pans = panels(config)
+    cols = 3
+    nrows = -(-len(pans) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.4 * nrows), squeeze=False)
+    for ax, (_, title, rows, _) in zip(axes.flat, pans):
+        drawn, ev = False, None
+        for i, (label, ref) in enumerate(rows.items()):
             m, v = parse_ref(ref)
             g = pp[(pp.model == m) & (pp.variant == v)] if not pp.empty else pp
             if g.empty:
                 continue
             ev = max((e for e in g.ev.unique() if e <= 16), default=g.ev.max())
-            g = g[g.ev == ev].rename(columns={"loss": "value"})
-            s = _summary(g, ["position_start", "train_length"]).sort_values("position_start")
+            g = g[g.ev == ev].rename(columns={"loss": "value"}).copy()
+            L = int(g["train_length"].iloc[0])
+            g["bin"] = g["position_start"] // max(1, L // 2)  # the tidy bins of L/8, plotted in bins of L/2
+            g = g.groupby(["seed", "bin"], as_index=False)["value"].mean()
+            s = _summary(g, ["bin"]).sort_values("bin")
             st = {**_style(i), "marker": None}
-            x = (s["position_start"] + 1) / s["train_length"]
+            x = (s["bin"] + 0.5) / 2
             _band(ax, x, s, st, label)
             drawn = True
         if not drawn:
             _empty(ax, title)
             continue
-        ax.set_xscale("log", base=2)
         ax.axvline(1, color="grey", ls=":", lw=0.8)
         ax.set_xlabel("position in the window / L")
-        ax.set_ylabel("loss (nats), bins of L/4")
+        ax.set_ylabel("loss (nats), bins of L/2")
         ax.set_title(f"{title}, ev={int(ev)}", fontsize=9)
-        _legend(ax, loc="upper right")
-    fig.suptitle("Per-position loss along the longest window (dotted: the training length L); 95% seed bands",
-                 fontsize=9)
+        _legend(ax, loc="upper left")
+    for ax in list(axes.flat)[len(pans):]:
+        ax.axis("off")
+    fig.suptitle("Per-position loss along a window of 16 L (dotted: the training length L); 95% seed bands",
+                 fontsize=10)
     fig.tight_layout()
     _save(fig, out, "per_position")
 

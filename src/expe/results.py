@@ -102,7 +102,7 @@ class Results:
                             self.per_doc[(model, seed, variant, "loss_beyond_L", ev)] = {
                                 d["doc"]: (d["beyond_loss_sum"], d["beyond_tokens"]) for d in x["per_doc"]}
                         pp = np.asarray(x["per_position"])
-                        width = max(1, L // 4)  # committed curves: bins of L/4 positions
+                        width = max(1, L // 8)  # committed curves: bins of L/8 positions
                         for start in range(0, len(pp), width):
                             self.per_position.append(dict(model=model, seed=int(seed), variant=variant, ev=ev,
                                                           train_length=L, position_start=start,

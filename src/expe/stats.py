@@ -91,14 +91,11 @@ def paired_bootstrap(a_sums: np.ndarray, a_counts: np.ndarray, b_sums: np.ndarra
     n_docs = a_sums.shape[1]
     point = float(_per_seed_mean(a_sums, a_counts).mean() - _per_seed_mean(b_sums, b_counts).mean())
     rng = np.random.default_rng(seed)
-    reps = np.empty(n_boot)
-    for r in range(n_boot):
-        s = rng.integers(0, n_seeds, n_seeds)
-        d = rng.integers(0, n_docs, n_docs)
-        ia, ib = np.ix_(s, d), np.ix_(s, d)
-        ma = a_sums[ia].sum(1) / np.maximum(a_counts[ia].sum(1), 1)
-        mb = b_sums[ib].sum(1) / np.maximum(b_counts[ib].sum(1), 1)
-        reps[r] = ma.mean() - mb.mean()
+    s = rng.integers(0, n_seeds, (n_boot, n_seeds))[:, :, None]
+    d = rng.integers(0, n_docs, (n_boot, n_docs))[:, None, :]
+    ma = a_sums[s, d].sum(2) / np.maximum(a_counts[s, d].sum(2), 1)  # (n_boot, n_seeds)
+    mb = b_sums[s, d].sum(2) / np.maximum(b_counts[s, d].sum(2), 1)
+    reps = ma.mean(1) - mb.mean(1)
     lo, hi = np.percentile(reps, [2.5, 97.5])
     return Difference(point, float(lo), float(hi), n_seeds, n_docs)
 

@@ -208,12 +208,12 @@ def scale_caption(config: dict, res: Results, models: list[str], paper: str) -> 
         if not c:
             continue
         mc = c["model"]
-        key = (mc["arch"], mc["d_model"], mc["n_layer"], mc["n_head"], c["param_counts"]["total"])
-        if key in seen:
+        text = (f"{'GPT-style' if mc['arch'] == 'gpt' else 'Llama-style'} d={mc['d_model']}, "
+                f"{mc['n_layer']} layers, {mc['n_head']} heads, {c['param_counts']['total'] / 1e6:.2f}M parameters")
+        if text in seen:
             continue
-        seen.add(key)
-        parts.append(f"{'GPT-style' if mc['arch'] == 'gpt' else 'Llama-style'} d={mc['d_model']}, "
-                     f"{mc['n_layer']} layers, {mc['n_head']} heads, {c['param_counts']['total'] / 1e6:.2f}M parameters")
+        seen.add(text)
+        parts.append(text)
     seeds = sorted({len(res.seeds(m)) for m in models})
     L = sorted({res.model_config(m)["train"]["seq_len"] for m in models if res.model_config(m)})
     corpus = config["data"]["source"]

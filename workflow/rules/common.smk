@@ -69,7 +69,8 @@ TABLE_FILES = [f"{TABLES}/{t}.{ext}" for t in TABLE_NAMES for ext in ("md", "tex
     f"{TABLES}/data/results.csv",
     f"{TABLES}/data/per_position.csv",
 ]
-PLOT_NAMES = ["loss_vs_length", "per_position", "context", "training_curves", "position_values"]
+PLOT_NAMES = ["loss_vs_length", "per_position", "context", "training_curves", "position_values"] + [
+    f"loss_vs_length_{key}" for key, *_ in C.plot_panels(config)]
 PLOT_FILES = [f"{TABLES}/plots/{p}.{ext}" for p in PLOT_NAMES for ext in ("png", "pdf")]
 BEYOND_TABLES = ["retrieval", "passkey", "precision", "precision_training", "position_values"]
 BEYOND_FILES = [f"{BEYOND}/{t}.{ext}" for t in BEYOND_TABLES for ext in ("md", "tex", "csv")] + [
@@ -83,6 +84,15 @@ wildcard_constraints:
     specid="[0-9a-f]{12}",
     seed="-?[0-9]+",
     precision="fp32|bf16|fp16",
+
+
+def all_cores() -> int:
+    """--cores of a local run; 1 under a cluster executor run without --cores (the profile's set-threads
+    then decides)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
 
 
 def spec(model, seed):

@@ -9,7 +9,7 @@ rule tokenizer:
         TOKENIZER,
     params:
         cfg=C.dumps(DATA_KEYS),
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         runtime=240,
         mem_mb=16000,

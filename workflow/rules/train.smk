@@ -30,7 +30,10 @@ rule train:
         checkpoints=lambda w: f"{RES}/checkpoints/{w.model}/{w.specid}",
     threads: 1
     resources:
-        gpu=lambda w: C.gpus(config, w.model) if DEVICE != "cpu" else 0,
+        # one node: --gpus N; several nodes: N GPUs per node as GRES (the plugin's --gpus is a job total)
+        gpu=lambda w: C.gpus(config, w.model) if DEVICE != "cpu" and C.nodes(config, w.model) == 1 else 0,
+        gres=lambda w: f"gpu:{C.gpus(config, w.model)}" if DEVICE != "cpu" and C.nodes(config, w.model) > 1 else "",
+        nodes=lambda w: C.nodes(config, w.model),
         nproc=lambda w: C.gpus(config, w.model),  # > 1: DDP under torchrun (expe.launch); not a rerun trigger
         runtime=60,
     log:
@@ -55,7 +58,7 @@ rule speed:
         SPEED_FILE,
     params:
         models=",".join(table_models()),
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         speed=1,
         gpu=1 if DEVICE != "cpu" else 0,

@@ -1,0 +1,102 @@
+"""The documentation is true: every command line in README.md and the Snakefile header parses and
+dry-runs (so a wrong word order cannot come back), config/README.md matches the schema, and every
+number in the README's results comes from the committed tables."""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from expe.cli import build_parser
+from expe.config import schema_markdown
+from test_workflow import UNACTIVATED
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+
+
+def commands(text: str) -> list[str]:
+    """Command lines in indented or fenced code blocks (continuation lines joined), comments dropped."""
+    out, lines = [], text.splitlines()
+    in_fence = False
+    i = 0
+    while i < len(lines):
+        ln = lines[i]
+        if ln.strip().startswith("```"):
+            in_fence = not in_fence
+            i += 1
+            continue
+        code = in_fence or ln.startswith("    ") or ln.startswith("#   ")
+        cmd = ln.lstrip("# ").strip() if ln.startswith("#   ") else ln.strip()
+        while cmd.endswith("\\") and i + 1 < len(lines):
+            i += 1
+            cmd = cmd[:-1] + " " + lines[i].lstrip("# ").strip()
+        cmd = cmd.split("  #")[0].strip()
+        if code and re.match(r"^(\.venv/bin/)?(snakemake|expe) ", cmd):
+            out.append(cmd)
+        i += 1
+    return out
+
+
+SNAKEFILE_HEAD = (REPO / "Snakefile").read_text().split("import time")[0]
+CMDS = sorted(set(commands(README) + commands(SNAKEFILE_HEAD)))
+
+
+def test_the_readme_and_the_snakefile_show_the_commands_a_user_types():
+    snake = [c for c in CMDS if "snakemake" in c.split()[0]]
+    assert any("paper_tables" in c and "--cores 2" in c for c in snake)
+    assert any("profiles/slurm" in c for c in snake) and any("beyond_paper" in c for c in snake)
+    assert any("--resources gpu=1" in c for c in snake)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A fresh folder that sees the repository's workflow and configs (as a clone would)."""
+    d = tmp_path_factory.mktemp("readme")
+    for name in ("Snakefile", "workflow", "config", "profiles", "envs"):
+        (d / name).symlink_to(REPO / name)
+    return d
+
+
+@pytest.mark.parametrize("cmd", [c for c in CMDS if "snakemake" in c.split()[0]])
+def test_every_snakemake_command_in_the_readme_dry_runs(cmd, workdir):
+    argv = shlex.split(cmd)
+    argv = [sys.executable, "-m", "snakemake"] + argv[1:] + ["-n", "--quiet", "rules"]
+    r = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=300, env=UNACTIVATED)
+    assert r.returncode == 0, f"{cmd}\n{r.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("cmd", [c for c in CMDS if c.startswith("expe ")])
+def test_every_expe_command_in_the_readme_parses(cmd):
+    argv = shlex.split(cmd)[1:]
+    args = build_parser().parse_args(argv)  # exits 2 with a message on a bad word order or value
+    assert args.fn
+
+
+def test_config_readme_lists_every_key_of_the_schema():
+    assert (REPO / "config" / "README.md").read_text() == schema_markdown(), "run: expe config-doc --out config/README.md"
+
+
+def _section(text: str, name: str) -> str:
+    m = re.search(rf"<!-- {name}:begin -->\n(.*?)<!-- {name}:end -->", text, re.S)
+    assert m, f"README has no <!-- {name}:begin/end --> section"
+    return m.group(1)
+
+
+@pytest.mark.parametrize("name, path", [("results", "paper_tables/summary.md"),
+                                        ("beyond", "paper_tables/beyond/summary.md"),
+                                        ("cpu_study", "paper_tables/cpu_study/summary.md")])
+def test_the_readme_results_are_the_generated_summaries_of_the_committed_tables(name, path):
+    assert _section(README, name) == (REPO / path).read_text()
+
+
+def test_every_number_in_the_readme_prose_about_results_is_in_a_committed_table():
+    tables = "".join(p.read_text() for p in (REPO / "paper_tables").rglob("*.md"))
+    prose = _section(README, "claims")
+    for number in re.findall(r"(?<![\w.])[-+−]?\d+\.\d{2,3}(?![\d])", prose):
+        n = number.replace("−", "-")
+        assert n in tables or n.lstrip("+-") in tables, f"{number} in README is in no committed table"
