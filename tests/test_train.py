@@ -206,3 +206,53 @@ def test_only_the_newest_checkpoint_is_kept_and_a_corrupt_newest_falls_back_to_a
     step, _ = Checkpointer(tmp_path / "c", tiny_spec()).load(model, make_optimizer(model, tcfg, cpu),
                                                             grad_scaler(cpu, "fp32"))
     assert step == 4
+
+
+# ---------------------------------------------------------------- devices and precisions a machine cannot provide
+
+
+def test_more_gpus_than_visible_and_unsupported_precisions_are_one_line_errors(monkeypatch):
+    from expe.errors import ConfigError
+    from expe.runtime import check_devices, resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    with pytest.raises(ConfigError, match="gpus: 2 processes need 2 GPUs but 1 are visible"):
+        check_devices("cuda", 2, ["bf16"])
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla V100")
+    with pytest.raises(ConfigError, match="precision: bf16 is not supported by Tesla V100; use fp16 or fp32"):
+        resolve_precision(torch.device("cuda"), "bf16")
+    monkeypatch.setattr(torch.amp, "is_autocast_available", lambda device_type: False)
+    with pytest.raises(ConfigError, match="precision: fp16 needs autocast, which torch does not support on cpu"):
+        resolve_precision(torch.device("cpu"), "fp16")
+
+
+def test_fp16_training_uses_a_gradient_scaler_and_learns(shards, tmp_path):
+    r = train(tiny_spec(precision="fp16", steps=8), shards, tmp_path / "m", tmp_path / "c", progress=False)
+    assert r["precision_resolved"] == "fp16" and np.isfinite(r["final_train_loss"])
+    state = torch.load(next((tmp_path / "c").glob("step-*.pt")), weights_only=False)
+    assert state["scaler"]["scale"] > 0  # the scaler's state is checkpointed with the model
+
+
+def test_the_metrics_log_reports_throughput_at_each_sync(shards, tmp_path):
+    train(tiny_spec(), shards, tmp_path / "m", tmp_path / "c", progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
+    synced = [r for r in rows if "tokens_per_s" in r]
+    assert [r["step"] for r in synced] == [1, 3, 5, 7, 9, 11]  # log_every=2: one host sync per 2 steps
+    assert all(r["tokens_per_s"] > 0 and "mfu" not in r for r in synced)  # no MFU on CPU (no known peak)
+
+
+def test_mfu_uses_6N_plus_attention_flops_and_the_gpus_dense_bf16_peak(monkeypatch):
+    from expe.model import Transformer, preset
+    from expe.runtime import peak_flops
+
+    m = Transformer(preset("paper-S", pe={"name": "expe"}))
+    n = m.param_counts()["non_embedding"]  # untied: the head is a matmul, the input embedding a lookup
+    assert m.flops_per_token(512) == 6 * n + 12 * 12 * 768 * 512
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    assert peak_flops(torch.device("cuda")) == 989e12  # H100 SXM, not nanoGPT's A100 312e12
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA A100-SXM4-80GB")
+    assert peak_flops(torch.device("cuda")) == 312e12
+    assert peak_flops(torch.device("cpu")) is None

@@ -219,6 +219,24 @@ def cmd_evaluate(args):
     from .evaluate import evaluate
     from .io import write_json
 
+    if args.precisions:  # one model load, several precisions: --out holds "{precision}"
+        if "{precision}" not in args.out:
+            raise ConfigError("--precisions: --out must contain {precision}, e.g. out/precision_{precision}.json")
+        for p in args.precisions.split(","):
+            if p not in ("fp32", "bf16", "fp16"):
+                raise ConfigError(f"--precisions: {p!r} is not allowed (allowed: fp32, bf16, fp16)")
+        results = {}
+        for p in args.precisions.split(","):
+            results[p] = evaluate(args.model_dir, args.data, args.multiples, split=args.split,
+                                  pe_overrides=_overrides(args.pe), max_tokens=args.max_tokens,
+                                  batch_size=args.batch_size, device=args.device, threads=args.threads,
+                                  progress=_progress(args), precision=p)
+        for p, r in results.items():  # written only once every precision ran
+            r["variant"] = args.variant
+            write_json(args.out.replace("{precision}", p), r)
+            print(f"{p}: " + ", ".join(f"ev={x['ev']} {x['loss']:.4f}" for x in r["results"]))
+        return
+
     sliding = {"multiples": args.sliding, "stride": args.stride, "max_tokens": args.sliding_max_tokens} \
         if args.sliding else None
     r = evaluate(args.model_dir, args.data, args.multiples, split=args.split, pe_overrides=_overrides(args.pe),
@@ -242,26 +260,33 @@ def float_list(text: str) -> list[float]:
 
 
 def cmd_probe(args):
-    from .io import write_json
-    from .probes import run_probe
+    from pathlib import Path as _P
 
-    if args.kind == "retrieval":
-        kw = dict(distances=args.distances, segment=args.segment, segments=args.segments)
-    else:
-        if not args.tokenizer:
-            raise ConfigError("probe passkey: give --tokenizer FILE")
-        kw = dict(multiples=args.multiples, trials=args.trials, candidates=args.candidates, digits=args.digits,
-                  filler=args.filler)
-    r = run_probe(args.kind, args.model_dir, args.data, split=args.split, device=args.device, precision=args.precision,
-                  tokenizer=args.tokenizer, threads=args.threads, **kw)
-    write_json(args.out, r)
-    for row in r["results"]:
-        if args.kind == "retrieval":
-            print(f"D={row['distance']:>5}: gain vs control {row['gain_vs_control']:+.3f} nats, "
-                  f"vs first copy {row['gain_vs_first']:+.3f}")
-        else:
-            print(f"ev={row['ev']:>2}: accuracy {row['accuracy']:.2f} (chance {row['chance']:.2f}), "
-                  f"greedy exact {row['greedy_exact']:.2f}")
+    from .io import write_json
+    from .probes import run_probes
+
+    kinds = args.kind.split(",")
+    for k in kinds:
+        if k not in ("retrieval", "passkey"):
+            raise ConfigError(f"probe: {k!r} is not a probe (allowed: retrieval, passkey)")
+    if "passkey" in kinds and not args.tokenizer:
+        raise ConfigError("probe passkey: give --tokenizer FILE")
+    kw = {"retrieval": dict(distances=args.distances, segment=args.segment, segments=args.segments),
+          "passkey": dict(multiples=args.multiples, trials=args.trials, candidates=args.candidates, digits=args.digits,
+                          filler=args.filler)}
+    out = run_probes({k: kw[k] for k in kinds}, args.model_dir, args.data, split=args.split, device=args.device,
+                     precision=args.precision, tokenizer=args.tokenizer, threads=args.threads)
+    for kind, r in out.items():  # --out: the file (one probe) or the folder (several: <kind>.json)
+        write_json(_P(args.out) / f"{kind}.json" if len(kinds) > 1 else args.out, r)
+        for row in r["results"]:
+            if kind == "retrieval":
+                print(f"retrieval D={row['distance']:>5}: gain vs control {row['gain_vs_control']:+.3f} nats, "
+                      f"vs first copy {row['gain_vs_first']:+.3f}")
+            elif row.get("status", "ok") != "ok":
+                print(f"passkey ev={row['ev']:>2}: {row['status']}")
+            else:
+                print(f"passkey ev={row['ev']:>2}: accuracy {row['accuracy']:.2f} (chance {row['chance']:.2f}), "
+                      f"greedy exact {row['greedy_exact']:.2f}")
 
 
 def cmd_speed(args):
@@ -410,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     sp.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
                     help="autocast dtype of the forward pass (fp32: none)")
+    sp.add_argument("--precisions", help="several, e.g. fp32,bf16,fp16 (one file each: --out with {precision})")
     sp.add_argument("--sliding", type=int_list, help="ev multiples of the sliding-window evaluation (e.g. 1,2,4)")
     sp.add_argument("--stride", type=positive_int, help="sliding-window stride in tokens (default L/2)")
     sp.add_argument("--sliding-max-tokens", type=positive_int, help="scored tokens per sliding length (default: all)")
@@ -457,10 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True)
 
     sp = add("probe", cmd_probe, "long-context probes: repeat retrieval, passkey retrieval")
-    sp.add_argument("kind", choices=["retrieval", "passkey"])
+    sp.add_argument("kind", help="retrieval, passkey, or both: retrieval,passkey (then --out is a folder)")
     sp.add_argument("--model-dir", required=True)
     sp.add_argument("--data", required=True, help="shards folder")
-    sp.add_argument("--out", required=True)
+    sp.add_argument("--out", required=True, help="result JSON (one probe) or folder (several)")
     sp.add_argument("--split", default="test", choices=["dev", "test"])
     sp.add_argument("--tokenizer", help="tokenizer.model (passkey)")
     sp.add_argument("--distances", type=float_list, default=[0.5, 1, 2, 4, 8, 16], help="retrieval: D in multiples of L")

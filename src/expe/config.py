@@ -125,6 +125,8 @@ def read_yaml(path: str | Path) -> Any:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config file {p} not found")
+    if p.is_dir():
+        raise ConfigError(f"config file {p} is a folder, not a config file")
     try:
         with open(p, encoding="utf-8") as f:
             loader = _StrictLoader(f)

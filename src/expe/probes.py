@@ -208,19 +208,23 @@ def distinct_positions(encoding, T: int, dtype: torch.dtype) -> int | None:
 
 # --------------------------------------------------------------------------- command-line entry points
 
-def run_probe(kind: str, model_dir, data_dir, split: str = "test", device: str = "auto", precision: str = "fp32",
-              tokenizer: str | None = None, threads: int = 1, **kw) -> dict[str, Any]:
+def run_probes(kinds: dict[str, dict[str, Any]], model_dir, data_dir, split: str = "test", device: str = "auto",
+               precision: str = "fp32", tokenizer: str | None = None, threads: int = 1) -> dict[str, dict[str, Any]]:
+    """Run each probe of `kinds` (name -> its settings) on one loaded model."""
     from .evaluate import load_for_eval
     from .runtime import resolve_precision
 
     model, shard, dev = load_for_eval(model_dir, data_dir, split, device, None, threads)
     scorer = ModelScorer(model, dev, resolve_precision(dev, precision))
     L = model.cfg.seq_len
-    if kind == "retrieval":
-        rows = retrieval_probe(scorer, shard, L, **kw)
-    else:
-        from .tokenizer import Tokenizer
+    out = {}
+    for kind, kw in kinds.items():
+        if kind == "retrieval":
+            rows = retrieval_probe(scorer, shard, L, **kw)
+        else:
+            from .tokenizer import Tokenizer
 
-        rows = passkey_probe(scorer, Tokenizer(tokenizer), shard, L, **kw)
-    return {"probe": kind, "model_dir": str(model_dir), "train_length": L, "split": split,
-            "precision": scorer.precision, "settings": kw, "results": rows}
+            rows = passkey_probe(scorer, Tokenizer(tokenizer), shard, L, **kw)
+        out[kind] = {"probe": kind, "model_dir": str(model_dir), "train_length": L, "split": split,
+                     "precision": scorer.precision, "settings": kw, "results": rows}
+    return out

@@ -83,7 +83,6 @@ wildcard_constraints:
     variant="[A-Za-z0-9_.-]+",
     specid="[0-9a-f]{12}",
     seed="-?[0-9]+",
-    precision="fp32|bf16|fp16",
 
 
 def all_cores() -> int:
@@ -165,9 +164,9 @@ def results_index():
 
 
 def beyond_index():
-    probes = {p: {m: {str(s): f"{RES}/beyond/{p}/{m}/s{s}.json" for s in C.seeds(config, m)}
+    probes = {p: {m: {str(s): f"{RES}/beyond/{m}/s{s}/{p}.json" for s in C.seeds(config, m)}
                   for m in C.beyond_models(config)} for p in ("retrieval", "passkey")}
-    probes["precision"] = {m: {str(s): {p: f"{RES}/beyond/precision/{m}/s{s}/{p}.json"
+    probes["precision"] = {m: {str(s): {p: f"{RES}/beyond/{m}/s{s}/precision_{p}.json"
                                         for p in config["beyond"]["precision"]["precisions"]}
                                for s in C.seeds(config, m)} for m in C.precision_models(config)}
     return probes
