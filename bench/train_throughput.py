@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from expe.encodings import REGISTRY
 from expe.model import ModelConfig, Transformer
-from expe.speed import interleaved, machine
+from expe.speed import interleaved, machine, paired_ratio
 
 ENCODINGS = [n for n in REGISTRY if n not in ("expe_learned", "expe_learned_init")] + ["expe_learned_init"]
 
@@ -93,7 +93,8 @@ def peak_rss_mb(args, name: str) -> float:
 
 
 def raw_args(args) -> list[str]:
-    return [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("no_memory", "no_hf", "json")]
+    return [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+            if k not in ("no_memory", "no_hf", "json", "variants") and v is not None]
 
 
 def parser():
@@ -109,6 +110,7 @@ def parser():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--variants", help="comma-separated subset of the encodings (default: all registered)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face reference")
     ap.add_argument("--json", help="also write the measurements here")
@@ -119,7 +121,10 @@ def main():
     args = parser().parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    names = list(ENCODINGS)
+    names = args.variants.split(",") if args.variants else list(ENCODINGS)
+    names = [n for n in names if n != "hf_llama"]
+    if "nope" not in names:
+        names.insert(0, "nope")
     note = ""
     if not args.no_hf:
         try:
@@ -137,21 +142,23 @@ def main():
     if device.type == "cpu" and not args.no_memory:
         for n in names:
             res[n]["peak_mem_mb"] = round(peak_rss_mb(args, n), 1)
-    base = res["nope"]["tokens_per_s"]
-    ref = res.get("hf_llama", {}).get("tokens_per_s")
-    print(f"\n{'variant':20s} {'params':>9s} {'tokens/s':>10s} {'range':>17s} {'x NoPE':>7s} {'x HF':>6s} {'peak MB':>8s}")
+    print(f"\n{'variant':18s} {'params':>9s} {'tokens/s':>9s} {'range':>13s} {'x NoPE (range)':>19s} "
+          f"{'x HF (range)':>19s} {'peak MB':>8s}")
     for n in names:
         r = res[n]
         lo = r["tokens_per_step"] / (r["max_ms"] / 1000)
         hi = r["tokens_per_step"] / (r["min_ms"] / 1000)
-        print(f"{n:20s} {params(args, n):9,d} {r['tokens_per_s']:10,.0f} {lo:8,.0f}-{hi:<8,.0f} "
-              f"{r['tokens_per_s'] / base:7.2f} {(r['tokens_per_s'] / ref if ref else float('nan')):6.2f} "
-              f"{r['peak_mem_mb'] if r['peak_mem_mb'] is not None else float('nan'):8.1f}")
+        xn = "{:.3f} ({:.2f}-{:.2f})".format(*paired_ratio(r, res["nope"]))
+        xh = "{:.3f} ({:.2f}-{:.2f})".format(*paired_ratio(r, res["hf_llama"])) if "hf_llama" in res else "n/a"
+        mem = r["peak_mem_mb"] if r["peak_mem_mb"] is not None else float("nan")
+        print(f"{n:18s} {params(args, n):9,d} {r['tokens_per_s']:9,.0f} {lo:6,.0f}-{hi:<6,.0f} {xn:>19s} {xh:>19s} "
+              f"{mem:8.1f}")
+    print("ratios: median over repeats of the per-repeat throughput ratio (range: min-max over repeats)")
     checks = [("rope", "hf_llama", 1.10), ("expe", "nope", 0.98), ("exqpe", "nope", 0.98), ("alibi", "nope", 0.97)]
     print()
     for a, b, target in checks:
         if b in res:
-            ratio = res[a]["tokens_per_s"] / res[b]["tokens_per_s"]
+            ratio = paired_ratio(res[a], res[b])[0]
             print(f"target {a} >= {target:.2f}x {b}: {'met' if ratio >= target else 'NOT met'} ({ratio:.3f}x)")
     print(json.dumps({"load_average_after": machine()["load_average_1_5_15"]}))
     if args.json:

@@ -295,3 +295,15 @@ def test_bad_encoding_options_are_one_line_errors():
         enc("rope", theta=1.0)
     with pytest.raises(ConfigError, match="pe.scale: not an inference-time option of RoPE"):
         enc("rope").set_inference(scale=0.5)
+
+
+def test_alibi_attention_in_query_blocks_equals_the_full_computation():
+    torch.manual_seed(0)
+    model = Transformer(cfg({"name": "alibi"})).eval()
+    x = torch.randint(0, 97, (1, 40))
+    with torch.no_grad():
+        full = model(x)
+        for blk in model.blocks:
+            blk.attn.BIAS_BLOCK = 8  # 40 tokens > 2 x 8: the blockwise path
+        blocked = model(x)
+    assert torch.allclose(full, blocked, atol=1e-5)

@@ -18,7 +18,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a bad argument is one line (`expe: error: ...`) and exit status 2."""
 
     def error(self, message: str):
-        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sub = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        print(f"expe: error: {sub}{message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
 
@@ -512,7 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # a bad argument (one line already printed) or --help
+        return e.code if isinstance(e.code, int) else 2
     args.argv = list(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

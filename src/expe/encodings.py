@@ -159,14 +159,16 @@ class RoPE(PositionalEncoding):
         return angles.cos() * m, angles.sin() * m
 
     def context(self, T, device, dtype):
-        return self.cos_sin(T, device)
+        cos, sin = self.cos_sin(T, device)
+        h = self.head_dim // 2
+        return cos, torch.cat([-sin[:, :h], sin[:, h:]], dim=-1)  # sin with rotate-half's signs folded in
 
     def rotate(self, q, k, ctx=None):
-        cos, sin = ctx if ctx is not None else self.cos_sin(q.shape[-2], q.device)
+        cos, sin_signed = ctx if ctx is not None else self.context(q.shape[-2], q.device, q.dtype)
+        h = self.head_dim // 2
 
-        def rot(x):
-            x1, x2 = x.chunk(2, dim=-1)
-            return (x * cos + torch.cat([-x2, x1], dim=-1) * sin).to(x.dtype)
+        def rot(x):  # x * cos + rotate_half(x) * sin, with rotate_half(x) = cat(-x2, x1) = roll(x) * signs
+            return torch.addcmul(x * cos, x.roll(h, dims=-1), sin_signed).to(x.dtype)
 
         return rot(q), rot(k)
 
@@ -203,11 +205,16 @@ class ALiBi(PositionalEncoding):
         return {"slopes": [round(x, 6) for x in self.slopes.tolist()]}
 
     def context(self, T, device, dtype):
-        n = torch.arange(T, device=device)
-        dist = (n[:, None] - n[None, :]).to(torch.float32)  # i - j
-        bias = dist.mul(-self.slopes.to(device)[:, None, None])  # (H, T, T)
-        bias.masked_fill_(dist < 0, float("-inf"))  # causal
-        return bias.to(dtype).unsqueeze(0)
+        key = (T, str(device), dtype)
+        cached = getattr(self, "_bias_cache", None)
+        if cached is not None and cached[0] == key:  # the same length as the last forward (evaluation, training)
+            return cached[1]
+        n = torch.arange(T, device=device, dtype=torch.float32)
+        rel = n[None, :] - n[:, None]  # j - i: <= 0 for the keys a query may see
+        rel.masked_fill_(rel > 0, float("-inf"))  # causal
+        bias = (rel[None] * self.slopes.to(device)[:, None, None]).to(dtype).unsqueeze(0)  # (1, H, T, T)
+        self._bias_cache = (key, bias)  # one entry, not a buffer (never saved); replaced at another length
+        return bias
 
     def attn_bias(self, ctx=None):
         return ctx

@@ -94,6 +94,8 @@ def norm(cfg: ModelConfig) -> nn.Module:
 
 
 class Attention(nn.Module):
+    BIAS_BLOCK = 512  # query block of attention with an additive bias at long lengths
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         d, bias = cfg.d_model, cfg.arch == "gpt"
@@ -112,10 +114,18 @@ class Attention(nn.Module):
         bias = pe.attn_bias(ctx)
         if bias is not None and bias.dtype != q.dtype:
             bias = bias.to(q.dtype)
-        # no float mask unless the encoding needs one: is_causal alone is FlashAttention-eligible
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, is_causal=bias is None, dropout_p=self.dropout if self.training else 0.0
-        )
+        p = self.dropout if self.training else 0.0
+        if bias is None:  # no float mask unless the encoding needs one: is_causal alone is FlashAttention-eligible
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+        elif T > 2 * self.BIAS_BLOCK:
+            # an additive bias (ALiBi) rules out is_causal, so the kernel would score the masked upper
+            # triangle too: query blocks see only the keys up to their end, skipping most of it
+            y = torch.cat([F.scaled_dot_product_attention(
+                q[:, :, a : a + self.BIAS_BLOCK], k[:, :, : a + self.BIAS_BLOCK], v[:, :, : a + self.BIAS_BLOCK],
+                attn_mask=bias[..., a : a + self.BIAS_BLOCK, : a + self.BIAS_BLOCK], dropout_p=p)
+                for a in range(0, T, self.BIAS_BLOCK)], dim=2)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
         return self.resid_dropout(self.wo(y.transpose(1, 2).reshape(B, T, d)))
 
 

@@ -44,8 +44,10 @@ def interleaved(builders: dict[str, Callable[[], tuple[Callable[[], Any], int]]]
                 repeats: int, device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
     """builders: name -> () -> (one training step, tokens per step). Returns per-name step times."""
     out: dict[str, Any] = {name: {"step_ms": [], "peak_mem_mb": None} for name in builders}
+    names = list(builders)
     for r in range(repeats):
-        for name, build in builders.items():
+        for name in (names if r % 2 == 0 else names[::-1]):  # alternate the order: no model always goes first
+            build = builders[name]
             if device.type == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
@@ -58,7 +60,7 @@ def interleaved(builders: dict[str, Callable[[], tuple[Callable[[], Any], int]]]
             if device.type == "cuda":
                 out[name]["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
             del step
-        log(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{n} {out[n]['step_ms'][-1]:.1f} ms" for n in builders))
+        log(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{n} {out[n]['step_ms'][-1]:.1f} ms" for n in names))
     for name, v in out.items():
         ms = v["step_ms"]
         v.update(median_ms=statistics.median(ms), min_ms=min(ms), max_ms=max(ms),
@@ -120,3 +122,10 @@ def measure_models(config: dict[str, Any], models: list[str], data_dir, device: 
         res[m]["precision"] = resolve_precision(dev, specs[m]["train"]["precision"])
     return {"device": str(dev), "machine": machine(), "settings": sp, "models": res,
             "note": "median step time of `steps` optimizer steps per repeat; models interleaved and run alone"}
+
+
+def paired_ratio(a: dict, b: dict) -> tuple[float, float, float]:
+    """Throughput of a relative to b: the median of per-repeat ratios (a and b ran back to back in each
+    repeat, so slow drifts of the machine cancel), with their min and max."""
+    ratios = sorted(y / x for x, y in zip(a["step_ms"], b["step_ms"]))  # b's time / a's time = a's speed-up
+    return statistics.median(ratios), ratios[0], ratios[-1]

@@ -511,6 +511,14 @@ def speed_table(config: dict, res: Results, caption: str) -> Table:
         t.notes.append("not run: no speed measurement")
         return t
     refs: dict[str, str | None] = {}
+    rope_by_arch = {}
+    for model in res.speed["models"]:
+        c = res.model_config(model)
+        if c and c["model"]["pe"]["name"] == "rope" and c["model"]["arch"] == "llama":
+            rope_by_arch.setdefault(_arch_key(res, model), model)
+    for model in res.speed["models"]:  # Llama-architecture rows: relative to the RoPE model of their size
+        if _arch_key(res, model) in rope_by_arch:
+            refs[model] = rope_by_arch[_arch_key(res, model)]
     abl = config["tables"].get("ablations", {})
     if "ExPE" in abl:
         for label, ref in abl.items():
@@ -565,9 +573,10 @@ def provenance(config: dict, config_path: str) -> dict[str, Any]:
         src = Path(__file__).resolve().parent  # the commit of the code that made the tables
         git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=src)
         commit = git.stdout.strip() if git.returncode == 0 else ""
-        dirty = None if not commit else bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                                            capture_output=True, text=True, timeout=10,
-                                                            cwd=src).stdout.strip())
+        # the regenerated tables themselves are tracked files: they do not make the code dirty
+        dirty = None if not commit else bool(subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)paper_tables"],
+            capture_output=True, text=True, timeout=10, cwd=src).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "unknown", None
     import torch
