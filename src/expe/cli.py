@@ -309,6 +309,32 @@ def cmd_beyond_tables(args):
     build_beyond(_config(args), args.index, args.out)
 
 
+README_SECTIONS = {"results": "paper_tables/summary.md", "beyond": "paper_tables/beyond/summary.md",
+                   "cpu_study": "paper_tables/cpu_study/summary.md"}
+
+
+def cmd_readme(args):
+    """Replace the README's generated sections with the committed tables' summaries."""
+    import re
+
+    from .io import write_text
+
+    path = Path(args.readme)
+    text = path.read_text()
+    for name, summary in README_SECTIONS.items():
+        src = path.parent / summary
+        if not src.exists():
+            print(f"{name}: {src} not found, section left as it is")
+            continue
+        pattern = rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)"
+        if not re.search(pattern, text, re.S):
+            raise ConfigError(f"{path}: no <!-- {name}:begin --> ... <!-- {name}:end --> section")
+        body = src.read_text()
+        text = re.sub(pattern, lambda m: m.group(1) + body + m.group(2), text, flags=re.S)
+        print(f"{name}: {src}")
+    write_text(path, text)
+
+
 def cmd_config_doc(args):
     from . import config as C
 
@@ -441,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--stride", type=positive_int, help="sliding-window stride in tokens (default L/2)")
     sp.add_argument("--sliding-max-tokens", type=positive_int, help="scored tokens per sliding length (default: all)")
     common(sp, config=False)
+
+    sp = add("readme", cmd_readme, "write the committed tables' summaries into README.md's generated sections")
+    sp.add_argument("readme", nargs="?", default="README.md")
 
     sp = add("config-doc", cmd_config_doc, "write config/README.md: every config key, its default and meaning")
     sp.add_argument("--out", help="file to write (default: standard output)")
