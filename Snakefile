@@ -4,10 +4,10 @@
 #   snakemake --cores 2 paper_tables                                    # offline default (CPU)
 #   snakemake --cores 2 beyond_paper                                    # probes and the precision study
 #   snakemake --cores 2 model_expe_l1                                   # one ablation only
-#   snakemake --cores 16 --resources gpu=1 paper_tables --configfile config/paper.yaml    # one GPU
+#   snakemake --cores 16 paper_tables --resources gpu=1 --configfile config/paper.yaml    # one GPU
 #   snakemake --profile profiles/slurm paper_tables --configfile config/paper_large.yaml  # Slurm
 #
-# (--configfile takes several files: put the target before it, or end the file list with --.)
+# (--configfile and --resources take several values: put the target before them, or end the list with --.)
 import time
 
 _T0 = time.time()

@@ -59,6 +59,14 @@ def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("readme")
     for name in ("Snakefile", "workflow", "config", "profiles", "envs"):
         (d / name).symlink_to(REPO / name)
+    # the README's "Your own text" example: a copy of the default with data.source text_dir
+    books = d / "my_books"
+    books.mkdir()
+    for i in range(12):
+        (books / f"book{i}.txt").write_text(f"Book {i}. " + "It was a dark and stormy night. " * 2000)
+    (d / "my_config.yaml").write_text(
+        "run_name: my_books\n"
+        f"data: {{source: text_dir, path: {books}, min_tokens: 2048, test_min_tokens: 4097, dev_size: 2, test_size: 8}}\n")
     return d
 
 
