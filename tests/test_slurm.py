@@ -35,6 +35,9 @@ def _slurm_up() -> str | None:
         return "no Slurm controller answers (start one: sudo tests/slurm/start-local-slurm.sh)"
     if not acct:
         return "Slurm accounting (slurmdbd) is not running; sacct fails"
+    states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20).stdout.split()
+    if not any(s.rstrip("*~#").startswith(("idle", "mix", "alloc")) for s in states):
+        return f"no Slurm node can run jobs (states: {', '.join(states) or 'none'}; sinfo -R says why)"
     try:
         import snakemake_executor_plugin_slurm  # noqa: F401
     except ImportError:

@@ -23,7 +23,8 @@ if [ "$(id -u)" != 0 ]; then
   echo "start-local-slurm.sh: needs root (it installs Debian packages and starts daemons)" >&2
   exit 2
 fi
-if sinfo -h >/dev/null 2>&1 && sacct -n -X -S now >/dev/null 2>&1; then
+if sinfo -h >/dev/null 2>&1 && sacct -n -X -S now >/dev/null 2>&1 \
+   && sinfo -h -o %T -n "$HOST" 2>/dev/null | grep -Eq '^(idle|mix|alloc)'; then
   echo "start-local-slurm.sh: a Slurm cluster with accounting is already running"; exit 0
 fi
 
@@ -97,7 +98,18 @@ NodeName=$HOST CPUs=$CPUS RealMemory=$MEM Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=cpu Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=$HOST MaxTime=INFINITE State=UP
 CONFEOF
-echo "NodeName=$HOST Name=gpu Count=$GPUS" > "$CONF/gres.conf"
+# The fake GPUs are device files: slurmd 22.05 reports a count of 0 for a `Count=` line without
+# `File=` and the node goes INVAL ("gres/gpu count reported lower than configured"). Character
+# devices 1:3 are /dev/null's, so nothing can touch real hardware through them.
+GRES_OK=1
+for i in $(seq 0 $((GPUS - 1))); do
+  [ -e /dev/fakegpu$i ] || mknod /dev/fakegpu$i c 1 3 2>/dev/null || GRES_OK=0
+done
+if [ "$GRES_OK" = 1 ]; then
+  echo "NodeName=$HOST Name=gpu File=/dev/fakegpu[0-$((GPUS - 1))]" > "$CONF/gres.conf"
+else
+  echo "NodeName=$HOST Name=gpu Count=$GPUS" > "$CONF/gres.conf"
+fi
 
 pgrep -x slurmdbd >/dev/null || slurmdbd
 for _ in $(seq 30); do sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 1; done
@@ -113,4 +125,8 @@ for _ in $(seq 60); do
   sleep 1
 done
 sinfo
+case "$(sinfo -h -o %T -n "$HOST" 2>/dev/null | head -1)" in
+  idle*|mix*|alloc*) ;;
+  *) echo "start-local-slurm.sh: node $HOST is not usable: $(sinfo -h -R -o '%T: %E' -n "$HOST")" >&2; exit 1 ;;
+esac
 sacct -n -X -S now >/dev/null && echo "start-local-slurm.sh: cluster 'expe' up on $HOST ($CPUS CPUs, $MEM MB, $GPUS fake GPUs), accounting on"
