@@ -111,10 +111,11 @@ def loss_vs_length(config: dict, res: Results, out: Path) -> None:
     fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.5 * nrows), squeeze=False)
     for ax, (_, title, rows, paper) in zip(axes.flat, pans):
         _loss_panel(ax, df, rows, paper, title)
-    for ax in list(axes.flat)[len(pans):]:
+    for i, ax in enumerate(list(axes.flat)[len(pans):]):
         ax.axis("off")
-        ax.text(0, 0.5, "Lines: our loss, mean over seeds,\nwith 95% t bands (left axis).\nHollow markers, dotted: the\n"
-                "paper's published values at its own\nscale (right axis), for the shape.", fontsize=8, va="center")
+        if i == 0:  # the note once, in the first free cell
+            ax.text(0, 0.5, "Lines: our loss, mean over seeds,\nwith 95% t bands (left axis).\nHollow markers, dotted: the\n"
+                    "paper's published values at its own\nscale (right axis), for the shape.", fontsize=8, va="center")
     fig.suptitle("Loss against evaluation length", fontsize=10)
     fig.tight_layout()
     _save(fig, out, "loss_vs_length")
@@ -228,6 +229,7 @@ def training_curves(config: dict, res: Results, out: Path) -> None:
             ax.plot(c.index, c.mean(axis=1), label=labels.get(m, m), color=COLORS[i % 10], ls=DASHES[i % len(DASHES)], lw=1.1)
         ax.set_title(f"architecture {arch}", fontsize=9)
         ax.set_xlabel("training tokens")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))  # 400k, not 400000 run into its neighbours
         ax.set_ylabel("training loss (smoothed, mean over seeds)")
         _legend(ax, loc="upper right")
     fig.suptitle("Training loss", fontsize=9)
