@@ -6,6 +6,7 @@ resubmitted by the profile's retries and resumes from its checkpoint to the same
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,8 +51,8 @@ skip_without_slurm = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 FAST = ["--slurm-init-seconds-before-status-checks", "5", "--seconds-between-status-checks", "5", "--latency-wait", "10"]
 
 
-def smk_slurm(*args, cwd, timeout=1800, check=True):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles/slurm"),
+def smk_slurm(*args, cwd, timeout=1800, check=True, profile=REPO / "profiles/slurm"):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--profile", str(profile),
            *args, *FAST]
     r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=UNACTIVATED)
     if check and r.returncode != 0:
@@ -69,7 +70,14 @@ def sacct(since: str) -> list[dict[str, str]]:
 def test_the_smoke_config_runs_through_the_slurm_profile(tmp_path):
     since = time.strftime("%Y-%m-%dT%H:%M:%S")
     cfg = write_config(tmp_path / "c.yaml", run_name="slurm", seeds=[1])
-    r = smk_slurm("paper_tables", "--configfile", cfg, "--set-resources", "train:gpu=1", cwd=tmp_path)
+    # The profile as shipped, plus one GPU per training job (the CPU smoke config asks for none). Not
+    # `--set-resources train:gpu=1` on the command line: that replaces the profile's whole
+    # set-resources, and the training jobs would lose their partition and memory.
+    prof = yaml.safe_load((REPO / "profiles/slurm/profile.yaml").read_text())
+    prof["set-resources"]["train"]["gpu"] = 1
+    (tmp_path / "profile").mkdir()
+    (tmp_path / "profile" / "profile.yaml").write_text(yaml.safe_dump(prof))
+    r = smk_slurm("paper_tables", "--configfile", cfg, cwd=tmp_path, profile=tmp_path / "profile")
     out = tmp_path / "paper_tables" / "slurm"
     assert (out / "section41.md").exists() and (out / "data" / "results.csv").exists()
     jobs = sacct(since)
@@ -103,14 +111,21 @@ def test_a_training_job_stopped_with_sigterm_is_resubmitted_and_resumes_to_the_s
     out, _ = proc.communicate(timeout=1200)
     assert job, out[-3000:]
     assert proc.returncode == 0, out[-3000:]  # retries: 2 resubmitted the job, which finished
-    (log_file,) = (tmp_path / "logs" / "preempt" / "train").glob("expe.*.log")
+    # Snakemake deletes the failed attempt's `log:` before the retry; <checkpoints>/train.log keeps both
+    (log_file,) = ckpts.glob("*/train.log")
     log = log_file.read_text()
     assert "SIGTERM received; checkpoint written" in log and "resuming from checkpoint at step" in log
+    assert log.index("SIGTERM received") < log.index("resuming from checkpoint")
     from expe.train import train
 
     spec = C.model_spec(C.load(cfg), "expe", 1)
     (shards,) = (tmp_path / "results" / "preempt" / "data").glob("*/shards")
-    train(spec, shards, tmp_path / "ref", tmp_path / "ref_ck", threads=8, progress=False)
+    # the job asked for 8 CPUs, but Snakemake inside the job caps its threads at the cores it sees;
+    # the reference must use the same count (a different one sums in another order: not bit-equal)
+    threads = int(re.search(r"--threads (\d+)", log_cmd := "".join(
+        p.read_text() for p in (tmp_path / ".snakemake" / "slurm_logs" / "rule_train").rglob("*.log"))).group(1))
+    assert f"--threads {threads}" in log_cmd
+    train(spec, shards, tmp_path / "ref", tmp_path / "ref_ck", threads=threads, progress=False)
     a = load_file(tmp_path / "ref" / "model.safetensors")
     (weights,) = (tmp_path / "results" / "preempt" / "models" / "expe").glob("*/model.safetensors")
     b = load_file(weights)

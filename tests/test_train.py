@@ -256,3 +256,29 @@ def test_mfu_uses_6N_plus_attention_flops_and_the_gpus_dense_bf16_peak(monkeypat
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA A100-SXM4-80GB")
     assert peak_flops(torch.device("cuda")) == 312e12
     assert peak_flops(torch.device("cpu")) is None
+
+
+def test_the_train_command_appends_every_attempts_log_to_the_checkpoint_folder(shards, tmp_path):
+    """Snakemake deletes a failed job's `log:` before a retry; <checkpoints>/train.log keeps each attempt."""
+    import json
+    import logging
+
+    from expe.cli import main
+
+    (tmp_path / "spec.json").write_text(json.dumps(tiny_spec()))
+    argv = ["train", "--spec-file", str(tmp_path / "spec.json"), "--data", str(shards), "--out", str(tmp_path / "m"),
+            "--checkpoints", str(tmp_path / "c"), "--no-progress"]
+    logger = logging.getLogger("expe")
+    level = logger.level
+    try:
+        assert main(argv + ["--stop-after", "6"]) == 0
+        assert main(argv) == 0
+    finally:  # the command adds a file handler to the package logger: leave the logger as it was
+        logger.setLevel(level)
+        for h in list(logger.handlers):
+            if isinstance(h, logging.FileHandler):
+                logger.removeHandler(h)
+                h.close()
+    log = (tmp_path / "c" / "train.log").read_text()
+    assert "step 6/12" in log and "resuming from checkpoint at step 6/12" in log
+    assert log.index("step 6/12") < log.index("resuming from checkpoint")

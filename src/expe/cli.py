@@ -178,6 +178,25 @@ def _relaunch_under_torchrun(argv: list[str], nproc: int, threads: int) -> None:
     os.execv(shutil.which(cmd[0]) or cmd[0], cmd)
 
 
+def _keep_log(ckpt: str) -> None:
+    """Append this process's log to <checkpoints>/train.log as well. Snakemake deletes a failed job's
+    `log:` file before it retries the job, so the log of a preempted or crashed attempt (SIGTERM,
+    NaN, out of memory) would be lost; the checkpoint folder is outside its outputs and keeps every
+    attempt's lines, one after the other. Only rank 0 of a DDP run writes it."""
+    import logging
+    import os
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+    os.makedirs(ckpt, exist_ok=True)
+    handler = logging.FileHandler(Path(ckpt) / "train.log", mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("expe")
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:  # the step and checkpoint lines are INFO
+        logger.setLevel(logging.INFO)
+
+
 def cmd_train(args):
     import os
 
@@ -188,6 +207,7 @@ def cmd_train(args):
         _relaunch_under_torchrun(args.argv, args.nproc, args.threads)
     spec = _spec(args)
     ckpt = args.checkpoints or str(Path(args.out) / "checkpoints")
+    _keep_log(ckpt)
     r = train(spec, args.data, args.out, ckpt, threads=args.threads, device=args.device,
               stop_after=args.stop_after, progress=_progress(args))
     if "rank" in r:  # a non-zero DDP rank: rank 0 reports

@@ -93,6 +93,8 @@ MinJobAge=600
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 JobAcctGatherType=jobacct_gather/none
+AccountingStoreFlags=job_comment   # sacct shows the comment in which the Snakemake plugin names the rule
+AccountingStorageTRES=gres/gpu   # and the GPUs a job was given (AllocTRES gres/gpu=N)
 JobCompType=jobcomp/none
 NodeName=$HOST CPUs=$CPUS RealMemory=$MEM Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=cpu Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
