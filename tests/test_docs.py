@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from expe.cli import build_parser
+from expe.cli import README_SECTIONS, build_parser
 from expe.config import schema_markdown
 from test_workflow import UNACTIVATED
 
@@ -95,9 +95,7 @@ def _section(text: str, name: str) -> str:
     return m.group(1)
 
 
-@pytest.mark.parametrize("name, path", [("results", "paper_tables/summary.md"),
-                                        ("beyond", "paper_tables/beyond/summary.md"),
-                                        ("cpu_study", "paper_tables/cpu_study/summary.md")])
+@pytest.mark.parametrize("name, path", README_SECTIONS.items())
 def test_the_readme_results_are_the_generated_summaries_of_the_committed_tables(name, path):
     assert _section(README, name) == (REPO / path).read_text()
 

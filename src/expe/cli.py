@@ -178,6 +178,9 @@ def _relaunch_under_torchrun(argv: list[str], nproc: int, threads: int) -> None:
     os.execv(shutil.which(cmd[0]) or cmd[0], cmd)
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # stderr and <checkpoints>/train.log
+
+
 def _keep_log(ckpt: str) -> None:
     """Append this process's log to <checkpoints>/train.log as well. Snakemake deletes a failed job's
     `log:` file before it retries the job, so the log of a preempted or crashed attempt (SIGTERM,
@@ -190,7 +193,7 @@ def _keep_log(ckpt: str) -> None:
         return
     os.makedirs(ckpt, exist_ok=True)
     handler = logging.FileHandler(Path(ckpt) / "train.log", mode="a", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logger = logging.getLogger("expe")
     logger.addHandler(handler)
     if logger.getEffectiveLevel() > logging.INFO:  # the step and checkpoint lines are INFO
@@ -346,11 +349,11 @@ def cmd_readme(args):
         if not src.exists():
             print(f"{name}: {src} not found, section left as it is")
             continue
-        pattern = rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)"
-        if not re.search(pattern, text, re.S):
-            raise ConfigError(f"{path}: no <!-- {name}:begin --> ... <!-- {name}:end --> section")
         body = src.read_text()
-        text = re.sub(pattern, lambda m: m.group(1) + body + m.group(2), text, flags=re.S)
+        text, n = re.subn(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)",
+                          lambda m: m.group(1) + body + m.group(2), text, flags=re.S)
+        if not n:
+            raise ConfigError(f"{path}: no <!-- {name}:begin --> ... <!-- {name}:end --> section")
         print(f"{name}: {src}")
     write_text(path, text)
 
@@ -568,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     args.argv = list(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+                        format=LOG_FORMAT, stream=sys.stderr)
     try:
         args.fn(args)
     except ExpeError as e:

@@ -23,8 +23,8 @@ if [ "$(id -u)" != 0 ]; then
   echo "start-local-slurm.sh: needs root (it installs Debian packages and starts daemons)" >&2
   exit 2
 fi
-if sinfo -h >/dev/null 2>&1 && sacct -n -X -S now >/dev/null 2>&1 \
-   && sinfo -h -o %T -n "$HOST" 2>/dev/null | grep -Eq '^(idle|mix|alloc)'; then
+node_usable() { sinfo -h -o %T -n "$HOST" 2>/dev/null | head -1 | grep -Eq '^(idle|mix|alloc)'; }
+if sinfo -h >/dev/null 2>&1 && sacct -n -X -S now >/dev/null 2>&1 && node_usable; then
   echo "start-local-slurm.sh: a Slurm cluster with accounting is already running"; exit 0
 fi
 
@@ -121,14 +121,12 @@ sacctmgr -i add user root Account=my_account Cluster=expe >/dev/null 2>&1 || tru
 pgrep -x slurmctld >/dev/null || slurmctld
 pgrep -x slurmd >/dev/null || slurmd
 for _ in $(seq 60); do
-  state=$(sinfo -h -o %T -n "$HOST" 2>/dev/null | head -1)
-  case "$state" in idle*|mix*|alloc*) break ;; esac
+  node_usable && break
   scontrol update nodename="$HOST" state=resume >/dev/null 2>&1 || true
   sleep 1
 done
 sinfo
-case "$(sinfo -h -o %T -n "$HOST" 2>/dev/null | head -1)" in
-  idle*|mix*|alloc*) ;;
-  *) echo "start-local-slurm.sh: node $HOST is not usable: $(sinfo -h -R -o '%T: %E' -n "$HOST")" >&2; exit 1 ;;
-esac
+if ! node_usable; then
+  echo "start-local-slurm.sh: node $HOST is not usable: $(sinfo -h -R -o '%T: %E' -n "$HOST")" >&2; exit 1
+fi
 sacct -n -X -S now >/dev/null && echo "start-local-slurm.sh: cluster 'expe' up on $HOST ($CPUS CPUs, $MEM MB, $GPUS fake GPUs), accounting on"
