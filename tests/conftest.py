@@ -6,7 +6,7 @@ import pytest
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from expe.shards import ShardWriter  # noqa: E402
+from expe.data.shards import ShardWriter  # noqa: E402
 
 VOCAB = 97
 

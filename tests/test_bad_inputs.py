@@ -10,8 +10,8 @@ import yaml
 
 from conftest import tiny_spec
 from expe.cli import main
-from expe.data import build_tokenizer, prepare
-from expe.train import train
+from expe.data.prepare import build_tokenizer, prepare
+from expe.training.loop import train
 from test_data import make_config, synthetic_docs
 
 

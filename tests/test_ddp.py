@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import tiny_spec
-from expe.train import train
+from expe.training.loop import train
 
 # Dropout off: with dropout each rank draws its own masks, so the curves would differ by sampling noise.
 TOLERANCE = 1e-4  # nats; what remains is float summation order in the gradient all-reduce
@@ -26,7 +26,7 @@ def spec(**train_kw):
 
 
 def launch(spec_, shards, out, ckpt, nproc=2, **popen):
-    cmd = [sys.executable, "-m", "expe.launch", "--standalone", "--nproc_per_node", str(nproc), "-m", "expe.cli",
+    cmd = [sys.executable, "-m", "expe.training.launch", "--standalone", "--nproc_per_node", str(nproc), "-m", "expe.cli",
            "train", "--spec", json.dumps(spec_), "--data", str(shards), "--out", str(out), "--checkpoints", str(ckpt),
            "--device", "cpu", "--no-progress"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
@@ -95,7 +95,7 @@ def test_the_launch_command_is_torchrun_on_one_node_and_srun_torchrun_with_c10d_
 
     argv = ["train", "--nproc", "4", "--spec-file", "s.json", "--data", "d", "--out", "o"]
     one = launch_command(argv, 4, {})
-    assert one[1:] == ["-m", "expe.launch", "--standalone", "--nproc_per_node=4", "-m", "expe.cli", "train",
+    assert one[1:] == ["-m", "expe.training.launch", "--standalone", "--nproc_per_node=4", "-m", "expe.cli", "train",
                        "--spec-file", "s.json", "--data", "d", "--out", "o"]  # --nproc consumed, the rest kept
     env = {"SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_ID": "4242",
            "EXPE_RDZV_HOST": "gpu07"}

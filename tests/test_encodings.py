@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from expe.encodings import REGISTRY, ExPE, ExQPE, alibi_slopes, build_encoding
+from expe.nn.encodings import REGISTRY, ExPE, ExQPE, alibi_slopes, build_encoding
 from expe.errors import ConfigError
-from expe.model import ModelConfig, Transformer
+from expe.nn.model import ModelConfig, Transformer
 
 D, L = 64, 32
 

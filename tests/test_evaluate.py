@@ -4,9 +4,9 @@ import pytest
 
 from conftest import tiny_spec, write_shards
 from expe.errors import ConfigError, DataError
-from expe.evaluate import evaluate, windows
-from expe.shards import TokenShard
-from expe.train import train
+from expe.evaluation.extrapolation import evaluate, windows
+from expe.data.shards import TokenShard
+from expe.training.loop import train
 
 
 @pytest.fixture

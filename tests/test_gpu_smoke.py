@@ -6,8 +6,8 @@ import pytest
 
 import expe.config as C
 from conftest import write_shards
-from expe.evaluate import evaluate
-from expe.train import build_model, train
+from expe.evaluation.extrapolation import evaluate
+from expe.training.loop import build_model, train
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from expe.errors import ConfigError
-from expe.model import PAPER_PARAMS, ModelConfig, Transformer, preset
+from expe.nn.model import PAPER_PARAMS, ModelConfig, Transformer, preset
 
 
 @pytest.mark.parametrize("name", list(PAPER_PARAMS))

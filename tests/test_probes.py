@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from conftest import tiny_spec, write_shards
-from expe.encodings import ExPE, ExQPE, NoPE, RoPE
-from expe.probes import (distinct_positions, passkey_candidates, passkey_probe, passkey_prompt, retrieval_probe,
+from expe.nn.encodings import ExPE, ExQPE, NoPE, RoPE
+from expe.evaluation.probes import (distinct_positions, passkey_candidates, passkey_probe, passkey_prompt, retrieval_probe,
                          retrieval_windows)
-from expe.shards import TokenShard
+from expe.data.shards import TokenShard
 
 V = 97
 
@@ -116,8 +116,8 @@ def test_passkey_accuracy_is_one_for_a_model_that_copies_and_chance_for_one_that
 
 
 def test_a_precision_setting_reaches_the_forward_pass(shards, tmp_path):
-    from expe.evaluate import evaluate
-    from expe.train import train
+    from expe.evaluation.extrapolation import evaluate
+    from expe.training.loop import train
 
     train(tiny_spec(steps=4), shards, tmp_path / "m", tmp_path / "c", progress=False)
     seen = []

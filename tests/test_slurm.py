@@ -116,7 +116,7 @@ def test_a_training_job_stopped_with_sigterm_is_resubmitted_and_resumes_to_the_s
     log = log_file.read_text()
     assert "SIGTERM received; checkpoint written" in log and "resuming from checkpoint at step" in log
     assert log.index("SIGTERM received") < log.index("resuming from checkpoint")
-    from expe.train import train
+    from expe.training.loop import train
 
     spec = C.model_spec(C.load(cfg), "expe", 1)
     (shards,) = (tmp_path / "results" / "preempt" / "data").glob("*/shards")
@@ -147,7 +147,7 @@ def test_the_multi_node_recipe_runs_as_a_batch_job(tmp_path):
 #SBATCH --nodes=1 --ntasks-per-node=1 --cpus-per-task=2 --partition=cpu --account=my_account --time=10
 export EXPE_RDZV_HOST=$(hostname -s) SLURM_JOB_NUM_NODES=2
 {sys.executable} -c "from expe.cli import launch_command; import os; print(' '.join(launch_command(['train'], 2, dict(os.environ))))"
-srun --ntasks-per-node=1 {sys.executable} -m expe.launch --nnodes=1 --nproc_per_node=2 --rdzv_backend=c10d \\
+srun --ntasks-per-node=1 {sys.executable} -m expe.training.launch --nnodes=1 --nproc_per_node=2 --rdzv_backend=c10d \\
   --rdzv_endpoint=$(hostname -s):29511 --rdzv_id=$SLURM_JOB_ID -m expe.cli train --spec-file {tmp_path}/spec.json \\
   --data {data} --out {tmp_path}/m --checkpoints {tmp_path}/c --device cpu --no-progress
 """)

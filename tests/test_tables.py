@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from expe import config as C
-from expe import paper_reference as P
-from expe.plots import build_plots, position_values
-from expe.stats import half_width, t_interval
-from expe.tables import build_all, config_hash
+from expe.report import paper_numbers as P
+from expe.report.plots import build_plots, position_values
+from expe.report.stats import half_width, t_interval
+from expe.report.tables import build_all, config_hash
 
 LOSS = {"sinusoidal": 4.5, "rope": 4.2, "expe": 4.1, "expe_p_stable": 4.4, "llama_m": 3.9, "expe_m": 3.8, "exqpe_m": 3.8}
 SEED_SHIFT = {1: -0.01, 2: 0.0, 3: 0.013}

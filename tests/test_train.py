@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from conftest import tiny_spec, write_shards
 from expe.errors import CheckpointError, DataError, TrainingDiverged
 from expe.runtime import load_trained
-from expe.train import TrainConfig, train
+from expe.training.loop import TrainConfig, train
 
 
 def losses(model_dir):
@@ -73,7 +73,7 @@ def test_metrics_log_has_step_loss_lr_tokens_and_time(shards, tmp_path):
 
 
 def test_nan_loss_stops_with_the_step_and_model_and_keeps_the_last_checkpoint(shards, tmp_path, monkeypatch):
-    from expe import model as M
+    from expe.nn import model as M
 
     forward = M.Transformer.forward
     calls = {"n": 0}
@@ -132,7 +132,7 @@ def _kill_during_save(monkeypatch, stage):
     import os
 
     from expe import io as io_mod
-    from expe import train as T
+    from expe.training import loop as T
 
     class Killed(BaseException):
         pass
@@ -193,7 +193,7 @@ def test_only_the_newest_checkpoint_is_kept_and_a_corrupt_newest_falls_back_to_a
     import shutil
 
     from expe.runtime import grad_scaler
-    from expe.train import Checkpointer, build_model, make_optimizer
+    from expe.training.loop import Checkpointer, build_model, make_optimizer
 
     train(tiny_spec(), shards, tmp_path / "m4", tmp_path / "c4", stop_after=4, progress=False)
     train(tiny_spec(), shards, tmp_path / "m", tmp_path / "c", stop_after=8, progress=False)
@@ -245,7 +245,7 @@ def test_the_metrics_log_reports_throughput_at_each_sync(shards, tmp_path):
 
 
 def test_mfu_uses_6N_plus_attention_flops_and_the_gpus_dense_bf16_peak(monkeypatch):
-    from expe.model import Transformer, preset
+    from expe.nn.model import Transformer, preset
     from expe.runtime import peak_flops
 
     m = Transformer(preset("paper-S", pe={"name": "expe"}))

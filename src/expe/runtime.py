@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, ConfigError
+from expe.errors import CheckpointError, ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -120,8 +120,8 @@ def load_trained(model_dir: str | Path, device: str | torch.device = "cpu"):
     """Load `model.safetensors` + `config.json`; a mismatch between them is a one-line error."""
     from safetensors.torch import load_file
 
-    from .io import sha256_file
-    from .model import ModelConfig, Transformer
+    from expe.io import sha256_file
+    from expe.nn.model import ModelConfig, Transformer
 
     model_dir = Path(model_dir)
     cfg = read_model_config(model_dir)

@@ -186,7 +186,7 @@ def source_files(wildcards):
     """A local corpus is an input: adding or editing its files reruns the data steps."""
     data = config["data"]
     if data["source"] == "text_dir":
-        from expe.data import text_dir_files
+        from expe.data.prepare import text_dir_files
 
         try:
             return [str(p) for p in text_dir_files(data["path"])]

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .runtime import autocast
-from .shards import TokenShard
+from expe.runtime import autocast
+from expe.data.shards import TokenShard
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
@@ -211,8 +211,8 @@ def distinct_positions(encoding, T: int, dtype: torch.dtype) -> int | None:
 def run_probes(kinds: dict[str, dict[str, Any]], model_dir, data_dir, split: str = "test", device: str = "auto",
                precision: str = "fp32", tokenizer: str | None = None, threads: int = 1) -> dict[str, dict[str, Any]]:
     """Run each probe of `kinds` (name -> its settings) on one loaded model."""
-    from .evaluate import load_for_eval
-    from .runtime import resolve_precision
+    from expe.evaluation.extrapolation import load_for_eval
+    from expe.runtime import resolve_precision
 
     model, shard, dev = load_for_eval(model_dir, data_dir, split, device, None, threads)
     scorer = ModelScorer(model, dev, resolve_precision(dev, precision))
@@ -222,7 +222,7 @@ def run_probes(kinds: dict[str, dict[str, Any]], model_dir, data_dir, split: str
         if kind == "retrieval":
             rows = retrieval_probe(scorer, shard, L, **kw)
         else:
-            from .tokenizer import Tokenizer
+            from expe.data.tokenizer import Tokenizer
 
             rows = passkey_probe(scorer, Tokenizer(tokenizer), shard, L, **kw)
         out[kind] = {"probe": kind, "model_dir": str(model_dir), "train_length": L, "split": split,

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .errors import ConfigError, DataError
-from .runtime import autocast, load_trained, resolve_device, resolve_precision
-from .shards import TokenShard
+from expe.errors import ConfigError, DataError
+from expe.runtime import autocast, load_trained, resolve_device, resolve_precision
+from expe.data.shards import TokenShard
 
 
 def windows(shard: TokenShard, length: int, max_tokens: int | None) -> list[tuple[int, int]]:

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import DataError
-from .io import atomic_path
+from expe.errors import DataError
+from expe.io import atomic_path
 
 
 class Tokenizer:

@@ -17,11 +17,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from . import paper_reference as P  # noqa: E402
-from .config import parse_ref, plot_panels  # noqa: E402
-from .io import atomic_path, ensure_dir  # noqa: E402
-from .results import Results  # noqa: E402
-from .stats import half_width  # noqa: E402
+from expe.report import paper_numbers as P  # noqa: E402
+from expe.config import parse_ref, plot_panels  # noqa: E402
+from expe.io import atomic_path, ensure_dir  # noqa: E402
+from expe.report.results import Results  # noqa: E402
+from expe.report.stats import half_width  # noqa: E402
 
 PANELS = [("section41", "Section 4.1 (+ NoPE, ALiBi)", P.SECTION41), ("ablations", "Ablations (Table 7)", P.ABLATIONS),
           ("large", "Section 4.2 (Llama architecture)", P.LARGE), ("scaling", "Section 4.3 (inference scaling)", P.SCALING)]
@@ -244,7 +244,7 @@ def position_values(out: Path, seq_len: int = 512, d_model: int = 1024, extent: 
     (L = 512, l = d/8) and at the run's own L. Returns the distinct-position counts over 4L."""
     import torch
 
-    from .encodings import ExPE, ExQPE
+    from expe.nn.encodings import ExPE, ExQPE
 
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.5))
     counts: dict[str, Any] = {}

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .io import read_json, sha256_file
+from expe.io import read_json, sha256_file
 
 COLUMNS = ["model", "seed", "variant", "metric", "ev", "value", "windows", "docs", "tokens", "source", "sha256"]
 

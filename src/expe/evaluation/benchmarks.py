@@ -2,7 +2,7 @@
 benchmark step of the workflow (HellaSwag, MMLU, ARC-Challenge, ARC-Easy; acc and acc_norm).
 
 Python:   lm = ExpeLM(model_dir=..., tokenizer=...); lm_eval.simple_evaluate(model=lm, tasks=[...])
-lm-eval:  python -m expe.lmeval run --model expe --model_args model_dir=DIR,tokenizer=FILE --tasks arc_easy
+lm-eval:  python -m expe.evaluation.lm_eval_cli run --model expe --model_args model_dir=DIR,tokenizer=FILE --tasks arc_easy
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .data import hub_reachable
-from .errors import ExpeError
-from .io import write_json
+from expe.data.prepare import hub_reachable
+from expe.errors import ExpeError
+from expe.io import write_json
 
 log = logging.getLogger("expe.benchmarks")
 
@@ -40,8 +40,8 @@ def _lm_class():
     from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
     from tqdm import tqdm
 
-    from .tokenizer import Tokenizer
-    from .runtime import load_trained, resolve_device
+    from expe.data.tokenizer import Tokenizer
+    from expe.runtime import load_trained, resolve_device
 
     @register_model("expe")
     class ExpeLM(TemplateLM):

@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .encodings import PositionalEncoding, build_encoding
-from .errors import ConfigError
+from expe.nn.encodings import PositionalEncoding, build_encoding
+from expe.errors import ConfigError
 
 
 @dataclass

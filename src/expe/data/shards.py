@@ -12,8 +12,8 @@ from typing import Iterable
 
 import numpy as np
 
-from .errors import DataError
-from .io import atomic_path, read_json, sha256_file, write_json
+from expe.errors import DataError
+from expe.io import atomic_path, read_json, sha256_file, write_json
 
 
 def dtype_for_vocab(vocab_size: int) -> np.dtype:

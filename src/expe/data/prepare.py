@@ -41,10 +41,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from .errors import DataError
-from .io import atomic_path, ensure_dir, read_json, write_json
-from .shards import ShardWriter, dtype_for_vocab
-from .tokenizer import Tokenizer, train_tokenizer
+from expe.errors import DataError
+from expe.io import atomic_path, ensure_dir, read_json, write_json
+from expe.data.shards import ShardWriter, dtype_for_vocab
+from expe.data.tokenizer import Tokenizer, train_tokenizer
 
 log = logging.getLogger("expe.data")
 

@@ -15,11 +15,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from . import config as C  # noqa: E402
-from . import stats  # noqa: E402
-from .io import ensure_dir, read_json, sha256_file, write_text  # noqa: E402
-from .plots import _band, _legend, _save, _style, _summary  # noqa: E402
-from .tables import INTERVAL_NOTE, Est, Table, config_hash  # noqa: E402
+from expe import config as C  # noqa: E402
+from expe.report import stats  # noqa: E402
+from expe.io import ensure_dir, read_json, sha256_file, write_text  # noqa: E402
+from expe.report.plots import _band, _legend, _save, _style, _summary  # noqa: E402
+from expe.report.tables import INTERVAL_NOTE, Est, Table, config_hash  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISION_NOTE = ("CPU autocast (torch {torch}): linear layers, matmuls and attention (SDPA) run in the low "
@@ -176,8 +176,8 @@ def training_precision_table(df: pd.DataFrame, pairs: list[tuple[str, str]], lab
 
 
 def position_values_table(config: dict, models: list[str], lab: dict, precisions: list[str], multiples: list[int]) -> Table:
-    from .model import ModelConfig, Transformer
-    from .probes import distinct_positions
+    from expe.nn.model import ModelConfig, Transformer
+    from expe.evaluation.probes import distinct_positions
 
     t = Table("position_values", "Distinct positions an encoding keeps apart in each precision", "Out of the "
               "ev x L positions of a window; computed from each model's encoding at its own L (no training needed)",

@@ -1,11 +1,11 @@
 """lm-evaluation-harness's own command line, with our checkpoints registered as model "expe":
 
-    python -m expe.lmeval run --model expe \
+    python -m expe.evaluation.lm_eval_cli run --model expe \
         --model_args model_dir=results/default/models/expe_m,tokenizer=results/default/data/tokenizer/tokenizer.model,scale=0.5 \
         --tasks arc_easy --num_fewshot 0
 """
 
-from .benchmarks import register, set_offline_if_unreachable
+from expe.evaluation.benchmarks import register, set_offline_if_unreachable
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, ExpeError
+from expe.errors import ConfigError, ExpeError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,7 +55,7 @@ def _json_arg(text: str, flag: str):
 
 
 def _config(args) -> dict:
-    from . import config as C
+    from expe import config as C
 
     if getattr(args, "config_json", None):  # the workflow passes the data steps only their keys
         return C.validate(_json_arg(args.config_json, "--config-json"), data_only=True)
@@ -69,7 +69,7 @@ def _progress(args) -> bool:
 
 
 def cmd_validate(args):
-    from . import config as C
+    from expe import config as C
 
     cfg = C.load(args.config)
     runs = sum(len(C.seeds(cfg, m)) for m in cfg["models"])
@@ -78,27 +78,27 @@ def cmd_validate(args):
 
 
 def cmd_dump_config(args):
-    from . import config as C
-    from .io import write_json
+    from expe import config as C
+    from expe.io import write_json
 
     write_json(args.out, C.validate(_json_arg(args.json, "--json")))
 
 
 def cmd_dump_spec(args):
-    from .io import write_json
+    from expe.io import write_json
 
     write_json(args.out, _json_arg(args.json, "--json"))
 
 
 def cmd_tokenizer(args):
-    from .data import build_tokenizer
+    from expe.data.prepare import build_tokenizer
 
     info = build_tokenizer(_config(args), args.out, threads=args.threads)
     print(f"tokenizer: {info['path']} ({info['type']}, vocab {info['vocab_size']})")
 
 
 def cmd_prepare(args):
-    from .data import prepare
+    from expe.data.prepare import prepare
 
     s = prepare(_config(args), args.tokenizer, args.out, work_dir=args.work, progress=_progress(args))
     c = s["corpus"]
@@ -109,8 +109,8 @@ def cmd_prepare(args):
 
 
 def _spec(args) -> dict:
-    from . import config as C
-    from .io import read_json
+    from expe import config as C
+    from expe.io import read_json
 
     if args.spec_file:
         return read_json(args.spec_file)
@@ -133,10 +133,10 @@ def launch_command(argv: list[str], nproc: int, env: dict) -> list[str]:
     if nodes > 1:
         head = env.get("EXPE_RDZV_HOST") or _first_host(env["SLURM_JOB_NODELIST"])
         return ["srun", f"--nodes={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1", _sys.executable, "-m",
-                "expe.launch", f"--nnodes={nodes}", f"--nproc_per_node={nproc}", "--rdzv_backend=c10d",
+                "expe.training.launch", f"--nnodes={nodes}", f"--nproc_per_node={nproc}", "--rdzv_backend=c10d",
                 f"--rdzv_endpoint={head}:{env.get('EXPE_RDZV_PORT', '29500')}",
                 f"--rdzv_id={env.get('SLURM_JOB_ID', 'expe')}"] + tail
-    return [_sys.executable, "-m", "expe.launch", "--standalone", f"--nproc_per_node={nproc}"] + tail
+    return [_sys.executable, "-m", "expe.training.launch", "--standalone", f"--nproc_per_node={nproc}"] + tail
 
 
 def _first_host(nodelist: str) -> str:
@@ -203,7 +203,7 @@ def _keep_log(ckpt: str) -> None:
 def cmd_train(args):
     import os
 
-    from .train import train
+    from expe.training.loop import train
 
     slurm_nodes = int(os.environ.get("SLURM_JOB_NUM_NODES") or 1)
     if (args.nproc > 1 or slurm_nodes > 1) and "WORLD_SIZE" not in os.environ:
@@ -240,8 +240,8 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def cmd_evaluate(args):
-    from .evaluate import evaluate
-    from .io import write_json
+    from expe.evaluation.extrapolation import evaluate
+    from expe.io import write_json
 
     if args.precisions:  # one model load, several precisions: --out holds "{precision}"
         if "{precision}" not in args.out:
@@ -286,8 +286,8 @@ def float_list(text: str) -> list[float]:
 def cmd_probe(args):
     from pathlib import Path as _P
 
-    from .io import write_json
-    from .probes import run_probes
+    from expe.io import write_json
+    from expe.evaluation.probes import run_probes
 
     kinds = args.kind.split(",")
     for k in kinds:
@@ -314,8 +314,8 @@ def cmd_probe(args):
 
 
 def cmd_speed(args):
-    from .io import write_json
-    from .speed import measure_models
+    from expe.io import write_json
+    from expe.training.speed import measure_models
 
     cfg = _config(args)
     r = measure_models(cfg, args.models.split(","), args.data, device=args.device, threads=cfg["speed"]["threads"],
@@ -327,7 +327,7 @@ def cmd_speed(args):
 
 
 def cmd_beyond_tables(args):
-    from .beyond import build_beyond
+    from expe.report.beyond import build_beyond
 
     build_beyond(_config(args), args.index, args.out)
 
@@ -340,7 +340,7 @@ def cmd_readme(args):
     """Replace the README's generated sections with the committed tables' summaries."""
     import re
 
-    from .io import write_text
+    from expe.io import write_text
 
     path = Path(args.readme)
     text = path.read_text()
@@ -359,11 +359,11 @@ def cmd_readme(args):
 
 
 def cmd_config_doc(args):
-    from . import config as C
+    from expe import config as C
 
     text = C.schema_markdown()
     if args.out:
-        from .io import write_text
+        from expe.io import write_text
 
         write_text(args.out, text)
     else:
@@ -371,7 +371,7 @@ def cmd_config_doc(args):
 
 
 def cmd_params(args):
-    from .model import PAPER_PARAMS, PRESETS, Transformer, preset
+    from expe.nn.model import PAPER_PARAMS, PRESETS, Transformer, preset
 
     names = [args.preset] if args.preset else list(PRESETS)
     for n in names:
@@ -383,8 +383,8 @@ def cmd_params(args):
 
 
 def cmd_benchmark(args):
-    from .benchmarks import run_benchmarks
-    from .io import read_json
+    from expe.evaluation.benchmarks import run_benchmarks
+    from expe.io import read_json
 
     avail = read_json(args.availability)["tasks"] if args.availability else None
     r = run_benchmarks(args.model_dir, args.tokenizer, args.tasks.split(","), args.out, num_fewshot=args.num_fewshot,
@@ -395,7 +395,7 @@ def cmd_benchmark(args):
 
 
 def cmd_benchmark_data(args):
-    from .benchmarks import fetch_benchmark_data
+    from expe.evaluation.benchmarks import fetch_benchmark_data
 
     r = fetch_benchmark_data(args.tasks.split(","), args.out, include_path=args.include_path)
     for task, status in r["tasks"].items():
@@ -403,13 +403,13 @@ def cmd_benchmark_data(args):
 
 
 def cmd_tables(args):
-    from .tables import build_all
+    from expe.report.tables import build_all
 
     build_all(_config(args), args.config, args.index, args.out)
 
 
 def cmd_plots(args):
-    from .plots import build_plots
+    from expe.report.plots import build_plots
 
     build_plots(_config(args), args.index, args.out)
 

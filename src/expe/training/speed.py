@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .runtime import autocast, grad_scaler, resolve_device, resolve_precision
+from expe.runtime import autocast, grad_scaler, resolve_device, resolve_precision
 
 
 def machine() -> dict[str, Any]:
@@ -70,7 +70,7 @@ def interleaved(builders: dict[str, Callable[[], tuple[Callable[[], Any], int]]]
 
 def training_step(spec: dict[str, Any], vocab_size: int, device: torch.device, batch_source=None):
     """A closure running one optimizer step of `spec` (its batch, accumulation, precision), as in training."""
-    from .train import build_model, make_optimizer
+    from expe.training.loop import build_model, make_optimizer
 
     torch.manual_seed(spec["seed"])
     model, tcfg = build_model(spec, vocab_size)
@@ -101,8 +101,8 @@ def training_step(spec: dict[str, Any], vocab_size: int, device: torch.device, b
 def measure_models(config: dict[str, Any], models: list[str], data_dir, device: str = "auto", threads: int = 1,
                    log: Callable[[str], None] = print) -> dict[str, Any]:
     """The `speed` rule: every model entry at its training shape, on batches of the training shard."""
-    from . import config as C
-    from .shards import TokenShard, WindowSampler
+    from expe import config as C
+    from expe.data.shards import TokenShard, WindowSampler
 
     torch.set_num_threads(max(1, threads))
     dev = resolve_device(device)

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import paper_reference as P
-from . import stats
-from .config import dumps, parse_ref
-from .io import ensure_dir, write_json, write_text
-from .results import Results
+from expe.report import paper_numbers as P
+from expe.report import stats
+from expe.config import dumps, parse_ref
+from expe.io import ensure_dir, write_json, write_text
+from expe.report.results import Results
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
         "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "—": "--", "^": r"\^{}", "±": r"$\pm$", "−": "-",

@@ -15,14 +15,14 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .encodings import REGISTRY
-from .errors import ConfigError
-from .model import PRESETS, ModelConfig
-from .train import TrainConfig
+from expe.nn.encodings import REGISTRY
+from expe.errors import ConfigError
+from expe.nn.model import PRESETS, ModelConfig
+from expe.training.loop import TrainConfig
 
 
 def schema() -> dict[str, Any]:
-    text = resources.files("expe").joinpath("resources/config.schema.yaml").read_text()
+    text = resources.files("expe.config").joinpath("schema.yaml").read_text()
     return yaml.safe_load(text)
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from .errors import ConfigError
+from expe.errors import ConfigError
 
 
 class PositionalEncoding(nn.Module):

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError
-from .runtime import resolve_device
+from expe.errors import ConfigError
+from expe.runtime import resolve_device
 
 
 @dataclass

@@ -1,9 +1,9 @@
-"""torchrun, with exit codes a scheduler can act on: `python -m expe.launch` takes torchrun's own
+"""torchrun, with exit codes a scheduler can act on: `python -m expe.training.launch` takes torchrun's own
 arguments. When torchrun is stopped by a signal (Slurm preemption or time limit sends SIGTERM;
 torchrun forwards it to the workers, which checkpoint), it exits 128 + signal (143), not 1; a
 worker that exited 143 after checkpointing is reported as 143 too. A resubmitted job resumes.
 
-    python -m expe.launch --standalone --nproc_per_node 2 -m expe.cli train ...
+    python -m expe.training.launch --standalone --nproc_per_node 2 -m expe.cli train ...
 """
 
 from __future__ import annotations

@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .dist import Dist, setup
-from .errors import CheckpointError, ConfigError, DataError, ExpeError, TrainingDiverged
-from .io import atomic_path, ensure_dir, sha256_file, write_checksum, write_json
-from .model import ModelConfig, Transformer
-from .runtime import autocast, grad_scaler, load_trained, peak_flops, resolve_device, resolve_precision  # noqa: F401
-from .shards import TokenShard, WindowSampler
+from expe.training.dist import Dist, setup
+from expe.errors import CheckpointError, ConfigError, DataError, ExpeError, TrainingDiverged
+from expe.io import atomic_path, ensure_dir, sha256_file, write_checksum, write_json
+from expe.nn.model import ModelConfig, Transformer
+from expe.runtime import autocast, grad_scaler, load_trained, peak_flops, resolve_device, resolve_precision  # noqa: F401
+from expe.data.shards import TokenShard, WindowSampler
 
 log = logging.getLogger("expe.train")
 

@@ -1,0 +1,1 @@
+"""Networks: positional encodings (one registry) and the decoder models of the paper."""

@@ -1,0 +1,1 @@
+"""Report: the tidy results table, statistics, the paper's tables and plots, provenance."""

@@ -1,0 +1,1 @@
+"""Training: the loop, checkpoints, distributed launch, step-time measurement, experiment trackers."""
