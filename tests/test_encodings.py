@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-from expe.nn.encodings import REGISTRY, ExPE, ExQPE, alibi_slopes, build_encoding
+from conftest import tiny_spec
+from expe.nn.encodings import ExPE, ExQPE, alibi_slopes, build_encoding
+from expe.nn.registry import REGISTRY
 from expe.errors import ConfigError
 from expe.nn.model import ModelConfig, Transformer
 
@@ -45,7 +47,7 @@ def test_inference_scale_multiplies_theta_only():
 
 def test_exqpe_is_a_round_robin_counter():
     l, tq = 4, 0.5
-    e = ExQPE(D, L, S=1.0, theta=tq, l=l)
+    e = ExQPE(D, L, S_q=1.0, theta_q=tq, l=l)
     p = e.values(20, torch.device("cpu"))
     for n in range(20):
         for i in range(l):
@@ -284,17 +286,27 @@ def test_any_length_runs_beyond_the_training_length(name):
     assert out.shape == (1, 16 * L + 3, 97) and torch.isfinite(out).all()
 
 
-def test_bad_encoding_options_are_one_line_errors():
+def test_bad_encoding_options_are_one_line_errors_when_the_config_is_validated():
+    from expe import config as C
+    from expe.nn.registry import parse_overrides
+
+    def validate(pe):
+        C.validate({"models": {"m": {"architecture": "cpu-small", "pe": pe}}, "benchmarks": {"tasks": []}})
+
     with pytest.raises(ConfigError, match="unknown encoding 'foo'.*allowed: nope, sinusoidal"):
         enc("foo")
-    with pytest.raises(ConfigError, match=r"pe.l: must satisfy 0 < l <= d_model \(64\), got 65"):
-        enc("expe", l=65)
-    with pytest.raises(ConfigError, match="pe.l"):
-        enc("expe", l=0)
-    with pytest.raises(ConfigError, match="pe.theta: not a parameter of rope"):
-        enc("rope", theta=1.0)
-    with pytest.raises(ConfigError, match="pe.scale: not an inference-time option of RoPE"):
-        enc("rope").set_inference(scale=0.5)
+    with pytest.raises(ConfigError, match=r"models.m.pe.name: 'expee' is not allowed \(did you mean 'expe'\?\)"):
+        validate({"name": "expee"})
+    with pytest.raises(ConfigError, match=r"models.m.pe.l: must satisfy 0 < l <= d_model \(64\), got 65"):
+        validate({"name": "expe", "l": 65})
+    with pytest.raises(ConfigError, match="models.m.pe.l: must be >= 1"):
+        validate({"name": "expe", "l": 0})
+    with pytest.raises(ConfigError, match="models.m.pe.theta: not a parameter of rope"):
+        validate({"name": "rope", "theta": 1.0})
+    with pytest.raises(ConfigError, match="models.m.pe.yarn_factor: must be >= 1"):
+        validate({"name": "rope", "yarn_factor": 0.5})
+    with pytest.raises(ConfigError, match="pe.scale: not an inference-time option of rope"):
+        parse_overrides("rope", {"scale": 0.5})
 
 
 def test_alibi_attention_in_query_blocks_equals_the_full_computation():
@@ -307,3 +319,17 @@ def test_alibi_attention_in_query_blocks_equals_the_full_computation():
             blk.attn.BIAS_BLOCK = 8  # 40 tokens > 2 x 8: the blockwise path
         blocked = model(x)
     assert torch.allclose(full, blocked, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_encoding_trains_several_steps_and_evaluates_beyond_L(name, shards, tmp_path):
+    """Several steps, not one: an encoding that caches a tensor of the autograd graph between forwards
+    (as an ALiBi-style cache would for a learned bias) fails on the second backward."""
+    from expe.evaluation.extrapolation import evaluate
+    from expe.training.loop import train
+
+    spec = tiny_spec(pe={"name": name}, steps=4, checkpoint_every=4, log_every=2)
+    r = train(spec, shards, tmp_path / "m", tmp_path / "c", progress=False)
+    assert math.isfinite(r["final_train_loss"])
+    out = evaluate(tmp_path / "m", shards, [1, 4], max_tokens=256, progress=False)
+    assert [x["ev"] for x in out["results"]] == [1, 4] and all(math.isfinite(x["loss"]) for x in out["results"])

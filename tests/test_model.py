@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from expe.errors import ConfigError
-from expe.nn.model import PAPER_PARAMS, ModelConfig, Transformer, preset
+from expe.nn.model import ModelConfig, Transformer, preset
+from expe.nn.presets import PAPER_PARAMS
 
 
 @pytest.mark.parametrize("name", list(PAPER_PARAMS))
@@ -31,12 +32,20 @@ def test_M_ties_the_input_embedding_to_the_head():
     assert preset("paper-M").hidden == 2816 and preset("paper-S").hidden == 2048  # Llama 8d/3 rounded to 256
 
 
-def test_bad_model_options_are_one_line_errors():
-    with pytest.raises(ConfigError, match="model.n_head: must divide d_model"):
-        ModelConfig(d_model=30, n_head=4)
-    with pytest.raises(ConfigError, match="model.seq_len: must be a positive integer, got -5"):
-        ModelConfig(seq_len=-5)
-    with pytest.raises(ConfigError, match="model.arch"):
-        ModelConfig(arch="mamba")
+def test_bad_model_options_are_one_line_errors_when_the_config_is_validated():
+    from expe import config as C
+
+    def validate(arch, train=None):
+        C.validate({"architectures": {"a": arch}, "train": train or {}, "benchmarks": {"tasks": []},
+                    "models": {"m": {"architecture": "a", "pe": {"name": "nope"}}}})
+
+    with pytest.raises(ConfigError, match="models.m.architecture: n_head 4 must divide d_model 30"):
+        validate({"preset": "cpu-small", "d_model": 30, "n_head": 4})
+    with pytest.raises(ConfigError, match="train.seq_len: must be >= 1, got -5"):
+        validate({"preset": "cpu-small"}, {"seq_len": -5})
+    with pytest.raises(ConfigError, match="architectures.a.arch: 'mamba' is not allowed"):
+        validate({"preset": "cpu-small", "arch": "mamba"})
+    with pytest.raises(ConfigError, match="architectures.a.preset: 'huge' is not allowed"):
+        validate({"preset": "huge"})
     with pytest.raises(ConfigError, match="unknown preset"):
         preset("huge")

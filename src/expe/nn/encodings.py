@@ -8,17 +8,20 @@ Every encoding hooks into the decoder at up to five places, all no-ops by defaul
     qk_input(h, ctx)       in every block, on the normed input of W_q/W_k (and W_v): ExPE's overwrite
     rotate(q, k, ctx)      in every block, after the projections (RoPE)
     attn_bias(ctx)         in every block, added to the attention scores (ALiBi)
+    attention(q, k, v, ctx) in every block, replaces the attention itself (RoPE's Dual Chunk Attention)
 
 Nothing is precomputed up to a maximum length: every value is a function of the
 position computed for the T at hand, so any length runs at inference. What the blocks
 share is computed once per forward (never once per layer).
+
+Names, config keys and inference-time keys live in the torch-free registry (`expe.nn.registry`); a
+class here is built by `from_config(model_config, **keys)` and trusts values validated by the config.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -29,8 +32,10 @@ from expe.errors import ConfigError
 class PositionalEncoding(nn.Module):
     """Base class: no positional signal at all (this *is* NoPE)."""
 
-    # keys that may be changed at evaluation time without touching the weights
-    inference_keys: tuple[str, ...] = ()
+    @classmethod
+    def from_config(cls, cfg: Any, **keys: Any) -> "PositionalEncoding":
+        """Build from the model config (d_model, n_head, seq_len) and the entry's validated keys."""
+        return cls(**keys)
 
     def context(self, T: int, device: torch.device, dtype: torch.dtype) -> Any:
         """What every block needs for a sequence of T tokens, computed once per forward."""
@@ -63,16 +68,15 @@ class PositionalEncoding(nn.Module):
         """The resolved parameters that ran (defaults filled; learned values as trained)."""
         return {}
 
-    def set_inference(self, **kwargs: Any) -> None:
-        for key, value in kwargs.items():
-            if key not in self.inference_keys:
-                allowed = ", ".join(self.inference_keys) or "none"
-                raise ConfigError(
-                    f"pe.{key}: not an inference-time option of {type(self).__name__} (allowed: {allowed})"
-                )
-            value = float(value)
-            if not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"pe.{key}: must be a positive number, got {value:g}")
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: Any = None) -> torch.Tensor | None:
+        """The attention output (B, H, T, hd) from unrotated q, k, v, or None for the standard causal
+        attention (after `rotate` and with `attn_bias`)."""
+        return None
+
+    def set_inference(self, **options: Any) -> None:
+        """Inference-time options (ExPE's scale, RoPE's interpolation, ...), checked by the registry's
+        schema where they were read (config, --pe, lm-eval model_args)."""
+        for key, value in options.items():
             setattr(self, key, value)
 
 
@@ -81,14 +85,23 @@ class NoPE(PositionalEncoding):
 
 
 class Sinusoidal(PositionalEncoding):
-    """Vaswani et al. 2017: PE[n, 2i] = sin(n / 10000^(2i/d)), PE[n, 2i+1] = cos(...), added once."""
+    """Vaswani et al. 2017: PE[n, 2i] = sin(n / 10000^(2i/d)), PE[n, 2i+1] = cos(...), added once.
 
-    def __init__(self, d_model: int, base: float = 10000.0):
+    `scale_embeddings`: the token embeddings are multiplied by sqrt(d) first, as in the original
+    Transformer (Section 3.4): with embeddings of std 0.02 and a table of values in [-1, 1], position
+    would otherwise outweigh content about 35 to 1 at d = 64 (our choice; the unscaled variant is an
+    ablation row)."""
+
+    @classmethod
+    def from_config(cls, cfg, **keys):
+        return cls(cfg.d_model, **keys)
+
+    def __init__(self, d_model: int, base: float = 10000.0, scale_embeddings: bool = True):
         super().__init__()
-        self.d_model, self.base = d_model, base
+        self.d_model, self.base, self.scale_embeddings = d_model, base, scale_embeddings
 
     def describe(self):
-        return {"base": self.base}
+        return {"base": self.base, "scale_embeddings": self.scale_embeddings}
 
     def table(self, T: int, device: torch.device) -> torch.Tensor:
         d = self.d_model
@@ -100,6 +113,8 @@ class Sinusoidal(PositionalEncoding):
         return pe
 
     def embed(self, x, ctx=None):
+        if self.scale_embeddings:
+            x = x * math.sqrt(self.d_model)
         return x + self.table(x.shape[1], x.device).to(x.dtype)
 
     def position_values(self, T):
@@ -116,23 +131,26 @@ class RoPE(PositionalEncoding):
     times within the training length are interpolated by s, those that turn more than
     beta_fast = 32 times are kept, a linear ramp in between, and the attention logits are scaled
     by (0.1 ln s + 1)^2 (its temperature, applied to cos and sin as in the reference code).
+    `dca_chunk` c turns on Dual Chunk Attention (An et al. 2024, `expe.nn.dca`): query-key distances are
+    remapped chunk-wise so that none leaves [0, c); c <= L keeps every distance inside training's range.
     """
 
-    inference_keys = ("interpolation", "ntk_factor", "yarn_factor")
+    @classmethod
+    def from_config(cls, cfg, **keys):
+        return cls(cfg.d_model // cfg.n_head, cfg.seq_len, **keys)
 
     def __init__(self, head_dim: int, seq_len: int = 512, base: float = 10000.0, interpolation: float = 1.0,
                  ntk_factor: float = 1.0, yarn_factor: float = 1.0, yarn_beta_fast: float = 32.0,
-                 yarn_beta_slow: float = 1.0):
+                 yarn_beta_slow: float = 1.0, dca_chunk: int | None = None, dca_window: int | None = None):
         super().__init__()
-        if head_dim % 2:
-            raise ConfigError(f"pe.name: rope needs an even head size, got {head_dim}")
         self.head_dim, self.seq_len, self.base = head_dim, seq_len, base
         self.interpolation, self.ntk_factor, self.yarn_factor = interpolation, ntk_factor, yarn_factor
         self.yarn_beta_fast, self.yarn_beta_slow = yarn_beta_fast, yarn_beta_slow
+        self.dca_chunk, self.dca_window = dca_chunk, dca_window
 
     def describe(self):
         return {"base": self.base, "interpolation": self.interpolation, "ntk_factor": self.ntk_factor,
-                "yarn_factor": self.yarn_factor}
+                "yarn_factor": self.yarn_factor, "dca_chunk": self.dca_chunk, "dca_window": self.dca_window}
 
     def inv_freq(self, device: torch.device) -> torch.Tensor:
         hd = self.head_dim
@@ -159,9 +177,20 @@ class RoPE(PositionalEncoding):
         return angles.cos() * m, angles.sin() * m
 
     def context(self, T, device, dtype):
+        if self.dca_chunk:
+            return None  # DCA rotates per chunk component itself
         cos, sin = self.cos_sin(T, device)
         h = self.head_dim // 2
         return cos, torch.cat([-sin[:, :h], sin[:, h:]], dim=-1)  # sin with rotate-half's signs folded in
+
+    def attention(self, q, k, v, ctx=None):
+        if not self.dca_chunk:
+            return None
+        from expe.nn.dca import dca_attention
+
+        temp = 0.1 * math.log(self.yarn_factor) + 1.0 if self.yarn_factor > 1 else 1.0
+        return dca_attention(q, k, v, self.inv_freq(q.device) / self.interpolation, self.dca_chunk, self.dca_window,
+                             scale_cos_sin=temp)
 
     def rotate(self, q, k, ctx=None):
         cos, sin_signed = ctx if ctx is not None else self.context(q.shape[-2], q.device, q.dtype)
@@ -197,6 +226,10 @@ class ALiBi(PositionalEncoding):
     Built once per forward as one (1, H, T, T) tensor shared by every block: 4-D, so SDPA keeps a
     fused kernel (flash on CPU, memory-efficient on CUDA) instead of its math path."""
 
+    @classmethod
+    def from_config(cls, cfg, **keys):
+        return cls(cfg.n_head, **keys)
+
     def __init__(self, n_head: int):
         super().__init__()
         self.register_buffer("slopes", torch.tensor(alibi_slopes(n_head)), persistent=False)
@@ -207,13 +240,14 @@ class ALiBi(PositionalEncoding):
     def context(self, T, device, dtype):
         key = (T, str(device), dtype)
         cached = getattr(self, "_bias_cache", None)
-        if cached is not None and cached[0] == key:  # the same length as the last forward (evaluation, training)
+        if cached is not None and cached[0] == key and not torch.is_grad_enabled():  # evaluation: one build per length
             return cached[1]
         n = torch.arange(T, device=device, dtype=torch.float32)
         rel = n[None, :] - n[:, None]  # j - i: <= 0 for the keys a query may see
         rel.masked_fill_(rel > 0, float("-inf"))  # causal
         bias = (rel[None] * self.slopes.to(device)[:, None, None]).to(dtype).unsqueeze(0)  # (1, H, T, T)
-        self._bias_cache = (key, bias)  # one entry, not a buffer (never saved); replaced at another length
+        if not torch.is_grad_enabled():  # never cache a tensor of an autograd graph (a learned bias would break)
+            self._bias_cache = (key, bias)  # one entry, not a buffer (never saved); replaced at another length
         return bias
 
     def attn_bias(self, ctx=None):
@@ -232,7 +266,9 @@ class ExPE(PositionalEncoding):
     `learned`: S and theta become trainable ('init' from the fixed values, 'random' from N(0, 1)).
     """
 
-    inference_keys = ("scale",)
+    @classmethod
+    def from_config(cls, cfg, **keys):
+        return cls(cfg.d_model, cfg.seq_len, **keys)
 
     def __init__(
         self,
@@ -247,8 +283,6 @@ class ExPE(PositionalEncoding):
     ):
         super().__init__()
         l = d_model // 8 if l is None else l
-        if not 0 < l <= d_model:
-            raise ConfigError(f"pe.l: must satisfy 0 < l <= d_model ({d_model}), got {l}")
         self.l, self.apply_to_value, self.scale = l, apply_to_value, scale
         theta = self.default_theta(seq_len, l) if theta is None else theta
         if learned is None:
@@ -294,7 +328,17 @@ class ExPE(PositionalEncoding):
 
 class ExQPE(ExPE):
     """Quantisation-stable ExPE (METHOD.md reading): a round-robin counter over the l dims,
-    p_n[i] = S + theta_q * ceil((n - i) / l), so each step n-1 -> n raises one dim by theta_q."""
+    p_n[i] = S_q + theta_q * ceil((n - i) / l), so each step n-1 -> n raises one dim by theta_q.
+    S_q and theta_q are ExQPE's own keys (the paper's Table 9 has two ExQPE-only rows whose symbols
+    were lost; this is our reading). Stored as `S` and `theta`, as ExPE's."""
+
+    def __init__(self, d_model: int, seq_len: int, S_q: float = 1.0, theta_q: float | None = None,
+                 l: int | None = None, apply_to_value: bool = False, scale: float = 1.0, learned: str | None = None):
+        super().__init__(d_model, seq_len, S_q, theta_q, l, apply_to_value, scale, learned)
+
+    def describe(self):
+        d = super().describe()
+        return {"S_q": d.pop("S"), "theta_q": d.pop("theta"), **d}
 
     @staticmethod
     def default_theta(seq_len: int, l: int) -> float:
@@ -326,50 +370,10 @@ class ExPEOnce(ExPE):
         return h, h
 
 
-@dataclass(frozen=True)
-class Entry:
-    """A registry entry: how to build the encoding, the config keys it takes, fixed defaults."""
-
-    build: Callable[..., PositionalEncoding]
-    keys: tuple[str, ...]
-    defaults: dict[str, Any] = field(default_factory=dict)
-    doc: str = ""
-
-
-_EXPE_KEYS = ("S", "theta", "l", "apply_to_value", "scale")
-
-
-def _expe(cls):
-    return lambda m, **kw: cls(m.d_model, m.seq_len, **kw)
-
-
-REGISTRY: dict[str, Entry] = {
-    "nope": Entry(lambda m, **kw: NoPE(), (), doc="no positional signal"),
-    "sinusoidal": Entry(lambda m, **kw: Sinusoidal(m.d_model, **kw), ("base",), doc="Vaswani et al. 2017"),
-    "rope": Entry(
-        lambda m, **kw: RoPE(m.d_model // m.n_head, m.seq_len, **kw),
-        ("base", "interpolation", "ntk_factor", "yarn_factor"),
-        doc="Su et al.; Llama rows",
-    ),
-    "alibi": Entry(lambda m, **kw: ALiBi(m.n_head), (), doc="Press et al. 2022"),
-    "expe": Entry(_expe(ExPE), _EXPE_KEYS, doc="METHOD.md ExPE"),
-    "exqpe": Entry(_expe(ExQPE), _EXPE_KEYS, doc="METHOD.md ExQPE"),
-    "expe_p_stable": Entry(_expe(ExPEStable), _EXPE_KEYS, doc="Table 7: p is stable"),
-    "expe_l1": Entry(_expe(ExPE), _EXPE_KEYS, {"l": 1}, doc="Table 7: l = 1"),
-    "expe_learned_init": Entry(_expe(ExPE), _EXPE_KEYS, {"learned": "init"}, doc="Table 7: learned, initialised"),
-    "expe_learned": Entry(_expe(ExPE), _EXPE_KEYS, {"learned": "random"}, doc="Table 7: learned"),
-    "expe_once": Entry(_expe(ExPEOnce), _EXPE_KEYS, doc="Table 7: once"),
-}
-
-
 def build_encoding(pe: dict[str, Any], model_cfg: Any) -> PositionalEncoding:
-    """Build the encoding named `pe['name']` with the remaining keys of `pe` as its parameters."""
+    """Build the encoding named `pe['name']` (expe.nn.registry) with the rest of `pe` as its keys."""
+    from expe.nn.registry import entry
+
     pe = dict(pe)
-    name = pe.pop("name", None)
-    if name not in REGISTRY:
-        raise ConfigError(f"pe.name: unknown encoding {name!r} (allowed: {', '.join(REGISTRY)})")
-    entry = REGISTRY[name]
-    for key in pe:
-        if key not in entry.keys:
-            raise ConfigError(f"pe.{key}: not a parameter of {name} (allowed: {', '.join(entry.keys) or 'none'})")
-    return entry.build(model_cfg, **{**entry.defaults, **pe})
+    e = entry(pe.pop("name", None))
+    return e.cls().from_config(model_cfg, **{**e.defaults, **pe})

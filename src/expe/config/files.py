@@ -1,0 +1,107 @@
+"""Reading config files: strict YAML (a duplicate key is an error naming the file and line), merging
+overrides, and the resolved config the workflow writes once (validated, defaults filled), which jobs
+read without validating again."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from expe.errors import ConfigError
+
+RESOLVED = "expe_resolved_config"  # the key that marks a file written by `write_resolved`
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error (PyYAML keeps the last
+    silently: two model entries of the same name would be merged into one)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise ConfigError(f"{loader.name}: line {line}: duplicate key {key!r} (first given on line {seen[key]}); "
+                              "each key, e.g. a model entry's name, may appear once per mapping")
+        seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+# YAML 1.2 floats: PyYAML (YAML 1.1) reads `lr: 3e-4` as the text '3e-4' without this
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a syntax error or a duplicate key is one line naming the file and line."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file {p} not found")
+    if p.is_dir():
+        raise ConfigError(f"config file {p} is a folder, not a config file")
+    try:
+        with open(p, encoding="utf-8") as f:
+            loader = _StrictLoader(f)
+            loader.name = str(p)
+            try:
+                return loader.get_single_data()
+            finally:
+                loader.dispose()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"config file {p} is not valid YAML: {where}{e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not UTF-8 text") from None
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A config file as jobs and commands use it: a resolved config (written by the workflow) as it is;
+    a user's YAML validated, with `overrides` merged first."""
+    from expe.config.checks import validate
+
+    p = Path(path)
+    if p.suffix == ".json" and p.exists():
+        try:
+            obj = json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {p} is not valid JSON ({e})") from None
+        if isinstance(obj, dict) and RESOLVED in obj and not overrides:
+            return obj[RESOLVED]
+        cfg = obj
+    else:
+        cfg = read_yaml(p) or {}
+    if overrides:
+        cfg = deep_merge(cfg, overrides)
+    return validate(cfg)
+
+
+def resolved_document(config: dict[str, Any]) -> dict[str, Any]:
+    """What the workflow writes: the validated config under one marker key (key order kept: it is the
+    order of table rows)."""
+    return {RESOLVED: config}
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
