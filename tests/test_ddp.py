@@ -1,6 +1,6 @@
 """Data-parallel training under torchrun, on CPU with the gloo backend: two processes follow the
 one-process loss curve (same global batch, schedule and data order), and a SIGTERMed DDP run
-checkpoints, exits 143 through `expe.launch`, and resumes to the same weights."""
+checkpoints, exits 143 through `expe.training.launch`, and resumes to the same weights."""
 
 import json
 import signal
@@ -91,7 +91,7 @@ def test_torch_compile_trains_on_cpu_and_matches_eager(shards, tmp_path):
 
 
 def test_the_launch_command_is_torchrun_on_one_node_and_srun_torchrun_with_c10d_on_several():
-    from expe.cli import launch_command
+    from expe.training.launch import launch_command
 
     argv = ["train", "--nproc", "4", "--spec-file", "s.json", "--data", "d", "--out", "o"]
     one = launch_command(argv, 4, {})

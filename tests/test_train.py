@@ -193,7 +193,8 @@ def test_only_the_newest_checkpoint_is_kept_and_a_corrupt_newest_falls_back_to_a
     import shutil
 
     from expe.runtime import grad_scaler
-    from expe.training.loop import Checkpointer, build_model, make_optimizer
+    from expe.training.checkpoint import Checkpointer
+    from expe.training.loop import build_model, make_optimizer
 
     train(tiny_spec(), shards, tmp_path / "m4", tmp_path / "c4", stop_after=4, progress=False)
     train(tiny_spec(), shards, tmp_path / "m", tmp_path / "c", stop_after=8, progress=False)
