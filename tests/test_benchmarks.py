@@ -8,12 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_spec
-from expe.evaluation.benchmarks import NOT_RUN_OFFLINE, ExpeLM, run_benchmarks
-from expe.data.prepare import build_tokenizer, prepare
+from conftest import make_config, synthetic_docs, tiny_spec
+from expe.evaluation.benchmarks import NOT_RUN_OFFLINE, run_benchmarks
+from expe.evaluation.lm_eval_model import ExpeLM
+from expe.data.prepare import prepare
+from expe.data.tokenizer import build_tokenizer
 from expe.runtime import load_trained
 from expe.training.loop import train
-from test_data import make_config, synthetic_docs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lm_eval"
 
@@ -112,7 +113,10 @@ def test_rolling_loglikelihood_and_greedy_generation_run(trained):
     assert total < 0 and math.isfinite(total)
     (gen,) = lm.generate_until([Instance("generate_until", {}, ("the king", {"until": ["\n\n"]}), 0)],
                                disable_tqdm=True)
-    assert isinstance(gen, str)
+    tok = lm.tok_encode(gen)
+    assert 0 < len(tok) <= 5 and "\n\n" not in gen  # at most max_gen_toks tokens, cut at the stop string
+    ctx = lm.tok_encode("the king")  # greedy: the first generated token is the argmax after the prompt
+    assert tok[0] == int(lm._logprobs([ctx], [1])[0][-1].argmax())
 
 
 def test_inference_scale_reaches_the_encoding(trained):
@@ -207,9 +211,9 @@ def test_bad_model_args_are_one_line_errors(trained):
     from expe.errors import ConfigError, ExpeError
 
     model_dir, tok = trained
-    with pytest.raises(ConfigError, match="pe.scale: must be a positive number, got 0"):
+    with pytest.raises(ConfigError, match="pe.scale: must be > 0, got 0"):
         ExpeLM(model_dir=str(model_dir), tokenizer=str(tok), scale=0)
-    with pytest.raises(ExpeError, match="model_args scale='x': must be a number"):
+    with pytest.raises(ExpeError, match="pe.scale: must be a number, got 'x'"):
         ExpeLM(model_dir=str(model_dir), tokenizer=str(tok), scale="x")
 
 

@@ -48,7 +48,7 @@ def test_inference_scale_changes_the_loss_but_not_the_weights(model_dir, shards)
     a = evaluate(model_dir, shards, [2], progress=False)
     b = evaluate(model_dir, shards, [2], pe_overrides={"scale": 0.5}, progress=False)
     assert b["pe"]["scale"] == 0.5 and a["results"][0]["loss"] != b["results"][0]["loss"]
-    with pytest.raises(ConfigError, match="pe.interpolation: not an inference-time option of ExPE"):
+    with pytest.raises(ConfigError, match="pe.interpolation: not an inference-time option of expe"):
         evaluate(model_dir, shards, [1], pe_overrides={"interpolation": 2}, progress=False)
 
 

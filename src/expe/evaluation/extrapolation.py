@@ -189,8 +189,10 @@ def load_for_eval(model_dir, data_dir, split: str, device: str, pe_overrides: di
     torch.set_num_threads(max(1, threads))
     dev = resolve_device(device)
     model = load_trained(model_dir, device=dev)
-    if pe_overrides:
-        model.pe.set_inference(**pe_overrides)
+    if pe_overrides:  # the door for inference-time options (the CLI's strings, a job's settings, Python)
+        from expe.nn.registry import parse_overrides
+
+        model.pe.set_inference(**parse_overrides(model.cfg.pe["name"], pe_overrides))
     shard = TokenShard(data_dir, split)
     if shard.vocab_size != model.cfg.vocab_size:
         raise DataError(

@@ -5,12 +5,12 @@
         --tasks arc_easy --num_fewshot 0
 """
 
-from expe.evaluation.benchmarks import register, set_offline_if_unreachable
+from expe.evaluation.benchmarks import set_offline_if_unreachable
 
 
 def main() -> None:
     set_offline_if_unreachable()  # before `datasets` is imported
-    register()
+    import expe.evaluation.lm_eval_model  # noqa: F401  (registers model "expe")
     from lm_eval.__main__ import cli_evaluate
 
     cli_evaluate()
