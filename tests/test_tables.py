@@ -12,7 +12,8 @@ from expe import config as C
 from expe.report import paper_numbers as P
 from expe.report.plots import build_plots, position_values
 from expe.report.stats import half_width, t_interval
-from expe.report.tables import build_all, config_hash
+from expe.report.provenance import config_hash
+from expe.report.tables import build_all
 
 LOSS = {"sinusoidal": 4.5, "rope": 4.2, "expe": 4.1, "expe_p_stable": 4.4, "llama_m": 3.9, "expe_m": 3.8, "exqpe_m": 3.8}
 SEED_SHIFT = {1: -0.01, 2: 0.0, 3: 0.013}

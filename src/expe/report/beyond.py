@@ -16,10 +16,13 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from expe import config as C  # noqa: E402
+from expe.io import ensure_dir, write_text  # noqa: E402
 from expe.report import stats  # noqa: E402
-from expe.io import ensure_dir, read_json, sha256_file, write_text  # noqa: E402
-from expe.report.plots import _band, _legend, _save, _style, _summary  # noqa: E402
-from expe.report.tables import INTERVAL_NOTE, Est, Table, config_hash  # noqa: E402
+from expe.report.plots import band, legend, save, seed_summary, style  # noqa: E402
+from expe.report.provenance import config_hash  # noqa: E402
+from expe.report.render import Est, Table  # noqa: E402
+from expe.report.results import Results  # noqa: E402
+from expe.report.tables import INTERVAL_NOTE  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISION_NOTE = ("CPU autocast (torch {torch}): linear layers, matmuls and attention (SDPA) run in the low "
@@ -27,58 +30,6 @@ PRECISION_NOTE = ("CPU autocast (torch {torch}): linear layers, matmuls and atte
                   "layer/RMS norms, softmax statistics and the cross-entropy stay fp32. On CPU, bf16 uses the CPU's "
                   "bf16 instructions where present; fp16 is computed through conversion (slow, but exact to the "
                   "format). On CUDA the same autocast lists apply.")
-
-
-def labels(config: dict) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for rows in config["tables"].values():
-        for label, ref in rows.items():
-            m, v = C.parse_ref(ref)
-            if v == "base":
-                out.setdefault(m, label)
-    for m in config["beyond"]["bf16_training"]:
-        out[m + C.BF16_SUFFIX] = f"{out.get(m, m)} (trained bf16)"
-    return out
-
-
-def tidy(index: dict, root: Path = Path(".")) -> pd.DataFrame:
-    rows: list[dict[str, Any]] = []
-    sha: dict[str, str] = {}
-
-    def load(rel):
-        p = root / rel
-        if not p.exists():
-            return None
-        sha[rel] = sha256_file(p)
-        return json.loads(p.read_text())
-
-    b = index["beyond"]
-    for m, by_seed in b["retrieval"].items():
-        for seed, rel in by_seed.items():
-            r = load(rel)
-            for x in (r or {}).get("results", []):
-                for metric in ("gain_vs_control", "gain_vs_first", "loss_first", "loss_second", "loss_control"):
-                    rows.append(dict(model=m, seed=int(seed), probe="retrieval", metric=metric, x=x["distance_L"],
-                                     value=x[metric], n=x["spans"], source=rel, sha256=sha[rel]))
-    for m, by_seed in b["passkey"].items():
-        for seed, rel in by_seed.items():
-            r = load(rel)
-            for x in (r or {}).get("results", []):
-                if x.get("status", "ok") != "ok":
-                    rows.append(dict(model=m, seed=int(seed), probe="passkey", metric="status", x=x["ev"],
-                                     value=x["status"], n=0, source=rel, sha256=sha[rel]))
-                    continue
-                for metric in ("accuracy", "greedy_exact", "mean_rank"):
-                    rows.append(dict(model=m, seed=int(seed), probe="passkey", metric=metric, x=x["ev"], value=x[metric],
-                                     n=x["trials"], source=rel, sha256=sha[rel]))
-    for m, by_seed in b["precision"].items():
-        for seed, by_prec in by_seed.items():
-            for prec, rel in by_prec.items():
-                r = load(rel)
-                for x in (r or {}).get("results", []):
-                    rows.append(dict(model=m, seed=int(seed), probe=f"precision:{prec}", metric="loss", x=x["ev"],
-                                     value=x["loss"], n=x["tokens"], source=rel, sha256=sha[rel]))
-    return pd.DataFrame(rows, columns=["model", "seed", "probe", "metric", "x", "value", "n", "source", "sha256"])
 
 
 def _est(values) -> Est | str:
@@ -176,8 +127,8 @@ def training_precision_table(df: pd.DataFrame, pairs: list[tuple[str, str]], lab
 
 
 def position_values_table(config: dict, models: list[str], lab: dict, precisions: list[str], multiples: list[int]) -> Table:
-    from expe.nn.model import ModelConfig, Transformer
     from expe.evaluation.probes import distinct_positions
+    from expe.nn.model import ModelConfig, Transformer
 
     t = Table("position_values", "Distinct positions an encoding keeps apart in each precision", "Out of the "
               "ev x L positions of a window; computed from each model's encoding at its own L (no training needed)",
@@ -209,8 +160,8 @@ def _plot(df: pd.DataFrame, models: list[str], lab: dict, out: Path, chance: flo
             g = d[d.model == m]
             if g.empty:
                 continue
-            s = _summary(g, ["x"]).sort_values("x")
-            _band(ax, s["x"], s, _style(i), lab.get(m, m), y="mean")
+            s = seed_summary(g, ["x"]).sort_values("x")
+            band(ax, s["x"], s, style(i), lab.get(m, m), y="mean")
         ax.axhline(hline, color="grey", ls=":", lw=0.8, label="chance" if probe == "passkey" else "no retrieval")
         ax.axvline(1, color="grey", ls="--", lw=0.6)
         ax.set_xscale("log", base=2)
@@ -218,8 +169,8 @@ def _plot(df: pd.DataFrame, models: list[str], lab: dict, out: Path, chance: flo
         ax.set_ylabel(ylabel)
         ax.set_title({"retrieval": "Does the model copy a span seen D tokens earlier?",
                       "passkey": "Passkey retrieval"}[name], fontsize=9)
-        _legend(ax, loc="center left", bbox_to_anchor=(1.0, 0.5))
-        _save(fig, out, name)
+        legend(ax, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        save(fig, out, name)
     d = df[df.probe.str.startswith("precision:")]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
     for ax, p in zip(axes, ("bf16", "fp16")):
@@ -229,24 +180,24 @@ def _plot(df: pd.DataFrame, models: list[str], lab: dict, out: Path, chance: flo
             g = (a - b).dropna().rename("value").reset_index()
             if g.empty:
                 continue
-            s = _summary(g, ["x"]).sort_values("x")
-            _band(ax, s["x"], s, _style(i), lab.get(m, m))
+            s = seed_summary(g, ["x"]).sort_values("x")
+            band(ax, s["x"], s, style(i), lab.get(m, m))
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("ev")
         ax.set_ylabel("loss − fp32 loss (nats)")
         ax.set_title(f"evaluated in {p}", fontsize=9)
-    _legend(axes[1], loc="center left", bbox_to_anchor=(1.0, 0.5))
+    legend(axes[1], loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle("Evaluation precision: change of the loss against fp32 (95% seed bands)", fontsize=9)
     fig.tight_layout()
-    _save(fig, out, "precision")
+    save(fig, out, "precision")
 
 
 def _cell(t: Table, c) -> str:
     return t.text(c).replace(" (1 seed)", "")
 
 
-def beyond_summary(tables: list[Table]) -> str:
+def beyondseed_summary(tables: list[Table]) -> str:
     """The README's beyond-the-paper section, generated from the tables."""
     by = {t.name: t for t in tables}
     lines = []
@@ -274,11 +225,10 @@ def beyond_summary(tables: list[Table]) -> str:
 
 
 def build_beyond(config: dict, index_path: str | Path, out_dir: str | Path) -> list[Table]:
-    index = read_json(index_path)
     out = ensure_dir(out_dir)
     plots = ensure_dir(out / "plots")
-    df = tidy(index)
-    lab = labels(config)
+    df = Results(index_path).probes
+    lab = C.labels(config)
     models = C.beyond_models(config)
     pmodels = C.precision_models(config)
     bey = config["beyond"]
@@ -299,9 +249,10 @@ def build_beyond(config: dict, index_path: str | Path, out_dir: str | Path) -> l
         t.notes.append(note)
         t.write(out)
     ensure_dir(out / "data")
-    df.to_csv(out / "data" / "beyond.csv", index=False)
+    write_text(out / "data" / "beyond.csv", df.to_csv(index=False), what="tidy data beyond.csv",
+               kept="result files are kept; free space and rerun")
     _plot(df, models, lab, plots, chance)
-    summary = beyond_summary(tables)
+    summary = beyondseed_summary(tables)
     write_text(out / "summary.md", summary)
     lines = ["# Beyond the paper: is long context used, and does precision matter?", "",
              "## Summary", "", summary, "",

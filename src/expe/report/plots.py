@@ -17,46 +17,37 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from expe.report import paper_numbers as P  # noqa: E402
-from expe.config import parse_ref, plot_panels  # noqa: E402
+from expe.config import parse_ref  # noqa: E402
 from expe.io import atomic_path, ensure_dir  # noqa: E402
+from expe.report import paper_numbers as P  # noqa: E402
+from expe.report.catalog import panels  # noqa: E402
 from expe.report.results import Results  # noqa: E402
 from expe.report.stats import half_width  # noqa: E402
-
-PANELS = [("section41", "Section 4.1 (+ NoPE, ALiBi)", P.SECTION41), ("ablations", "Ablations (Table 7)", P.ABLATIONS),
-          ("large", "Section 4.2 (Llama architecture)", P.LARGE), ("scaling", "Section 4.3 (inference scaling)", P.SCALING)]
-
-
-def panels(config: dict) -> list[tuple[str, str, dict[str, str], dict]]:
-    """(file key, title, rows label -> ref, the paper's values); see config.plot_panels."""
-    paper = {t: p for t, _, p in PANELS}
-    return [(key, title, rows, paper[table]) for key, title, table, rows in plot_panels(config)]
-
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p"]
 DASHES = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)), (0, (5, 2, 1, 2))]
 COLORS = plt.get_cmap("tab10").colors
 
 
-def _save(fig, out: Path, name: str) -> None:
+def save(fig, out: Path, name: str) -> None:
     for ext in ("png", "pdf"):
-        with atomic_path(out / f"{name}.{ext}") as tmp:
+        with atomic_path(out / f"{name}.{ext}", what=f"plot {name}.{ext}", kept="results are kept; free space and rerun") as tmp:
             fig.savefig(tmp, format=ext, dpi=200, bbox_inches="tight")
     plt.close(fig)
 
 
-def _style(i: int) -> dict[str, Any]:
+def style(i: int) -> dict[str, Any]:
     return {"color": COLORS[i % len(COLORS)], "marker": MARKERS[i % len(MARKERS)], "ls": DASHES[i % len(DASHES)],
             "ms": 4, "lw": 1.3}
 
 
-def _band(ax, x, g: pd.DataFrame, style: dict, label: str, y="mean", lo="lo", hi="hi") -> None:
+def band(ax, x, g: pd.DataFrame, style: dict, label: str, y="mean", lo="lo", hi="hi") -> None:
     ax.plot(x, g[y], label=label, **style)
     if g[hi].notna().any():
         ax.fill_between(x, g[lo], g[hi], color=style["color"], alpha=0.15, lw=0)
 
 
-def _summary(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+def seed_summary(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     s = df.groupby(keys)["value"].agg(mean="mean", half=half_width, n="count").reset_index()
     s["lo"], s["hi"] = s["mean"] - s["half"], s["mean"] + s["half"]
     return s
@@ -67,7 +58,7 @@ def _empty(ax, title: str) -> None:
     ax.set_title(title, fontsize=9)
 
 
-def _legend(ax, **kw) -> None:
+def legend(ax, **kw) -> None:
     ax.legend(fontsize=7, frameon=False, handlelength=2.6, **kw)
 
 
@@ -75,11 +66,11 @@ def _loss_panel(ax, df: pd.DataFrame, rows: dict, paper: dict, title: str, legen
     drawn, twin = False, None
     for i, (label, ref) in enumerate(rows.items()):
         m, v = parse_ref(ref)
-        g = _summary(df[(df.model == m) & (df.variant == v)], ["ev"]).sort_values("ev")
+        g = seed_summary(df[(df.model == m) & (df.variant == v)], ["ev"]).sort_values("ev")
         if g.empty:
             continue
-        st = _style(i)
-        _band(ax, g["ev"], g, st, label)
+        st = style(i)
+        band(ax, g["ev"], g, st, label)
         if label in paper:
             twin = twin or ax.twinx()
             pk = sorted(k for k in paper[label] if isinstance(k, int))
@@ -118,12 +109,12 @@ def loss_vs_length(config: dict, res: Results, out: Path) -> None:
                     "paper's published values at its own\nscale (right axis), for the shape.", fontsize=8, va="center")
     fig.suptitle("Loss against evaluation length", fontsize=10)
     fig.tight_layout()
-    _save(fig, out, "loss_vs_length")
+    save(fig, out, "loss_vs_length")
     for key, title, rows, paper in pans:
         fig, ax = plt.subplots(figsize=(3.5, 2.9))
         _loss_panel(ax, df, rows, paper, title, legend_size=5.5)
         fig.tight_layout()
-        _save(fig, out, f"loss_vs_length_{key}")
+        save(fig, out, f"loss_vs_length_{key}")
 
 
 def per_position(config: dict, res: Results, out: Path) -> None:
@@ -144,10 +135,10 @@ def per_position(config: dict, res: Results, out: Path) -> None:
             L = int(g["train_length"].iloc[0])
             g["bin"] = g["position_start"] // max(1, L // 2)  # the tidy bins of L/8, plotted in bins of L/2
             g = g.groupby(["seed", "bin"], as_index=False)["value"].mean()
-            s = _summary(g, ["bin"]).sort_values("bin")
-            st = {**_style(i), "marker": None}
+            s = seed_summary(g, ["bin"]).sort_values("bin")
+            st = {**style(i), "marker": None}
             x = (s["bin"] + 0.5) / 2
-            _band(ax, x, s, st, label)
+            band(ax, x, s, st, label)
             drawn = True
         if not drawn:
             _empty(ax, title)
@@ -156,13 +147,13 @@ def per_position(config: dict, res: Results, out: Path) -> None:
         ax.set_xlabel("position in the window / L")
         ax.set_ylabel("loss (nats), bins of L/2")
         ax.set_title(f"{title}, ev={int(ev)}", fontsize=9)
-        _legend(ax, loc="upper left")
+        legend(ax, loc="upper left")
     for ax in list(axes.flat)[len(pans):]:
         ax.axis("off")
     fig.suptitle("Per-position loss along a window of 16 L (dotted: the training length L); 95% seed bands",
                  fontsize=10)
     fig.tight_layout()
-    _save(fig, out, "per_position")
+    save(fig, out, "per_position")
 
 
 def context(config: dict, res: Results, out: Path) -> None:
@@ -185,8 +176,8 @@ def context(config: dict, res: Results, out: Path) -> None:
                     g = sel[sel.metric == metric]
                 if g.empty:
                     continue
-                s = _summary(g, ["ev"]).sort_values("ev")
-                _band(ax, s["ev"], s, _style(i), label)
+                s = seed_summary(g, ["ev"]).sort_values("ev")
+                band(ax, s["ev"], s, style(i), label)
                 drawn = True
             if not drawn:
                 _empty(ax, f"{title}: {what}")
@@ -197,11 +188,11 @@ def context(config: dict, res: Results, out: Path) -> None:
             ax.set_xlabel("ev")
             ax.set_ylabel("nats")
             ax.set_title(f"{title}: {what}", fontsize=9)
-            _legend(ax, loc="best")
+            legend(ax, loc="best")
     fig.suptitle("Context-controlled views: sliding windows score the same tokens at every ev (lower = the extra "
                  "context is used); the gap is the loss beyond the training length minus within it", fontsize=9)
     fig.tight_layout()
-    _save(fig, out, "context")
+    save(fig, out, "context")
 
 
 def training_curves(config: dict, res: Results, out: Path) -> None:
@@ -231,10 +222,10 @@ def training_curves(config: dict, res: Results, out: Path) -> None:
         ax.set_xlabel("training tokens")
         ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))  # 400k, not 400000 run into its neighbours
         ax.set_ylabel("training loss (smoothed, mean over seeds)")
-        _legend(ax, loc="upper right")
+        legend(ax, loc="upper right")
     fig.suptitle("Training loss", fontsize=9)
     fig.tight_layout()
-    _save(fig, out, "training_curves")
+    save(fig, out, "training_curves")
 
 
 def position_values(out: Path, seq_len: int = 512, d_model: int = 1024, extent: int = 16,
@@ -266,7 +257,7 @@ def position_values(out: Path, seq_len: int = 512, d_model: int = 1024, extent: 
     axes[0].set_title(f"positions near 4L (L = {seq_len}, d = {d_model})", fontsize=9)
     axes[0].set_xlabel("position n")
     axes[0].set_ylabel("value written into the first l dims")
-    _legend(axes[0], loc="upper left")
+    legend(axes[0], loc="upper left")
     for ax, L in ((axes[1], seq_len), (axes[2], run_seq_len or 64)):
         bucket = max(1, L // 8)
         for i, cls in enumerate((ExPE, ExQPE)):
@@ -276,18 +267,18 @@ def position_values(out: Path, seq_len: int = 512, d_model: int = 1024, extent: 
             for s in range(0, extent * L, bucket):
                 xs.append((s + bucket / 2) / L)
                 ys.append(len(torch.unique(b[s : s + bucket], dim=0)))
-            ax.plot(xs, ys, label=f"{cls.__name__} in bf16", **{**_style(i), "marker": None})
+            ax.plot(xs, ys, label=f"{cls.__name__} in bf16", **{**style(i), "marker": None})
         ax.axhline(bucket, color="grey", ls=":", lw=0.8, label=f"all {bucket} positions distinct")
         ax.set_xscale("log", base=2)
         ax.set_ylim(0, bucket * 1.15)
         ax.set_xlabel("position / L")
         ax.set_ylabel(f"distinct values per {bucket} positions")
         ax.set_title(f"L = {L}" + (" (the paper's)" if L == seq_len else " (this run)"), fontsize=9)
-        _legend(ax, loc="lower left")
+        legend(ax, loc="lower left")
     fig.suptitle("ExPE's p_n = S + θn merges neighbouring positions once cast to bf16; ExQPE's round-robin "
                  "counter keeps them apart", fontsize=9)
     fig.tight_layout()
-    _save(fig, out, "position_values")
+    save(fig, out, "position_values")
     return counts
 
 

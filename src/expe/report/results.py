@@ -1,10 +1,14 @@
-"""One tidy table of every number the tables and plots use, read from the result files that the
-workflow's index names (results/<run>/index/<hash>.json). Each row: model entry, seed, variant,
-metric, ev, value, the windows / documents / tokens behind it, and the file it came from with that
-file's sha256; the per-document sums the paired bootstrap needs stay in memory (`Results.per_doc`).
+"""The one tidy reader: every number the tables and plots use, read from the result files that the
+workflow's index names (results/<run>/index/<hash>.json), with the file each came from and its sha256.
 
-Metrics: loss (the paper's, non-overlapping windows), loss_within_L, loss_beyond_L, sliding_loss,
-train_seconds, final_train_loss, step_ms / tokens_per_s (the `speed` rule), <task>_acc / _acc_norm.
+`Results.df`, one row per number: model entry, seed, variant, metric, ev, value, the windows /
+documents / tokens behind it. Metrics: loss (the paper's, non-overlapping windows), loss_within_L,
+loss_beyond_L, sliding_loss, train_seconds, final_train_loss, step_ms (the `speed` rule),
+<task>_acc / _acc_norm. The per-document sums the paired statistics need stay in memory
+(`Results.per_doc`).
+
+`Results.probes`, the beyond-the-paper study: model, seed, probe (retrieval, passkey,
+precision:<dtype>), metric, x (distance or ev), value, n.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import pandas as pd
 from expe.io import read_json, sha256_file
 
 COLUMNS = ["model", "seed", "variant", "metric", "ev", "value", "windows", "docs", "tokens", "source", "sha256"]
+PROBE_COLUMNS = ["model", "seed", "probe", "metric", "x", "value", "n", "source", "sha256"]
 
 
 class Results:
@@ -40,6 +45,9 @@ class Results:
         self._read_benchmarks(rows)
         self._read_speed(rows)
         self.df = pd.DataFrame(rows, columns=COLUMNS)
+        probe_rows: list[dict[str, Any]] = []
+        self._read_probes(probe_rows)
+        self.probes = pd.DataFrame(probe_rows, columns=PROBE_COLUMNS)
 
     # ------------------------------------------------------------------ helpers
     def path(self, rel: str) -> Path:
@@ -144,6 +152,34 @@ class Results:
             for i, ms in enumerate(m["step_ms"]):
                 rows.append(dict(model=model, seed=None, variant="base", metric="step_ms", ev=i, value=ms,
                                  windows=None, docs=None, tokens=m["tokens_per_step"], source=rel, sha256=sha))
+
+    def _read_probes(self, rows):
+        b = self.index.get("beyond", {})
+        for m, by_seed in b.get("retrieval", {}).items():
+            for seed, rel in by_seed.items():
+                r = self._json(rel)
+                for x in (r or {}).get("results", []):
+                    for metric in ("gain_vs_control", "gain_vs_first", "loss_first", "loss_second", "loss_control"):
+                        rows.append(dict(model=m, seed=int(seed), probe="retrieval", metric=metric, x=x["distance_L"],
+                                         value=x[metric], n=x["spans"], source=rel, sha256=self.sha(rel)))
+        for m, by_seed in b.get("passkey", {}).items():
+            for seed, rel in by_seed.items():
+                r = self._json(rel)
+                for x in (r or {}).get("results", []):
+                    if x.get("status", "ok") != "ok":
+                        rows.append(dict(model=m, seed=int(seed), probe="passkey", metric="status", x=x["ev"],
+                                         value=x["status"], n=0, source=rel, sha256=self.sha(rel)))
+                        continue
+                    for metric in ("accuracy", "greedy_exact", "mean_rank"):
+                        rows.append(dict(model=m, seed=int(seed), probe="passkey", metric=metric, x=x["ev"],
+                                         value=x[metric], n=x["trials"], source=rel, sha256=self.sha(rel)))
+        for m, by_seed in b.get("precision", {}).items():
+            for seed, by_prec in by_seed.items():
+                for prec, rel in by_prec.items():
+                    r = self._json(rel)
+                    for x in (r or {}).get("results", []):
+                        rows.append(dict(model=m, seed=int(seed), probe=f"precision:{prec}", metric="loss", x=x["ev"],
+                                         value=x["loss"], n=x["tokens"], source=rel, sha256=self.sha(rel)))
 
     # ------------------------------------------------------------------ queries
     def values(self, model: str, variant: str, metric: str, ev=None) -> pd.Series:

@@ -6,38 +6,30 @@ mean, the half-width and the number of seeds in separate columns, with the model
 result files of the row. A cell we could not compute says why ("not run: ..."), never a number; the
 paper's numbers sit only in columns headed "(paper)", with the paper's two decimals.
 
-Tables: section41 (Table 2), ablations (Table 7), large (Table 1), scaling (Table 3), benchmarks
-(Table 4), hyperparameters (Tables 5, 6, 8, 9), and ours: differences (paired bootstrap), context
-(positions < L and >= L), sliding (every scored token with the same context), speed.
+One builder per table (`@table(name)`, names listed once in `catalog.py`), each owning its caption
+and notes: section41 (Table 2), ablations (Table 7), large (Table 1), scaling (Table 3), benchmarks
+(Table 4), hyperparameters (Tables 5, 6, 8, 9), and ours: differences, context (positions < L and
+>= L), sliding (every scored token with the same context), speed.
 """
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
-import hashlib
-import io
 import json
-import math
-import platform
-import subprocess
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from expe.report import paper_numbers as P
-from expe.report import stats
-from expe.config import dumps, parse_ref
+from expe.config import parse_ref
 from expe.io import ensure_dir, write_json, write_text
+from expe.report import catalog, stats
+from expe.report import paper_numbers as P
+from expe.report.provenance import provenance
+from expe.report.render import Cell, Diff, Est, Paper, Table
 from expe.report.results import Results
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
-        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "—": "--", "^": r"\^{}", "±": r"$\pm$", "−": "-",
-        "≥": r"$\geq$", "<": r"$<$", ">": r"$>$", "✓": r"\checkmark{}"}
 INTERVAL_NOTE = ("Ours: mean over seeds ± the half-width of a 95% Student-t interval over seeds (n - 1 degrees "
                  "of freedom); '(1 seed)' has no interval. '(paper)' columns are the paper's published numbers, "
                  "not ours.")
@@ -45,136 +37,64 @@ PAPER_INCONSISTENCY = ("The paper is inconsistent with itself: ExPE at ev=4 is 3
                        "but 4.26 in its Table 7 (ablations); both are shown as published.")
 
 
-@dataclass
-class Est:
-    """An estimate over seeds: mean, 95% t half-width (None for one seed), number of seeds."""
-
-    mean: float
-    half: float | None
-    n: int
-
 
 @dataclass
-class Paper:
-    value: float
+class Report:
+    """What every builder reads: the config, the tidy results, and the captions and notes tables share."""
+
+    config: dict[str, Any]
+    res: Results
+    small_models: list[str] = field(default_factory=list)  # Section 4.1 and the ablations
+    large_models: list[str] = field(default_factory=list)  # the Llama-architecture tables
+    cap41: str = ""
+    capL: str = ""
+
+    @classmethod
+    def of(cls, config: dict[str, Any], res: Results) -> "Report":
+        tab = config["tables"]
+        r = cls(config, res)
+        r.small_models = [parse_ref(x)[0] for x in {**tab["section41"], **tab["ablations"]}.values()]
+        r.large_models = [parse_ref(x)[0] for x in {**tab["large"], **tab["scaling"]}.values()]
+        r.cap41 = scale_caption(config, res, r.small_models, "35M GPT-style models, L = 512, FineWeb, one run each")
+        r.capL = scale_caption(config, res, r.large_models, "Llama-architecture S 135M and M 342M, L = 512 (our "
+                                                            "reading), FineWeb-edu 10B tokens, one run each")
+        return r
+
+    @property
+    def ours41(self) -> str:
+        return self.cap41.split(". Paper")[0]
+
+    @property
+    def oursL(self) -> str:
+        return self.capL.split(". Paper")[0]
+
+    @property
+    def loss_note(self) -> str:
+        return (f"Loss: mean next-token cross-entropy (nats) on held-out documents, evaluated in "
+                f"{self.config['eval']['precision']} (eval.precision).")
+
+    def counts(self, models: list[str], metric: str = "loss") -> str:
+        return eval_counts_note(self.res, models, metric)
 
 
-@dataclass
-class Diff:
-    d: stats.Difference
+BUILDERS: dict[str, Callable[[Report], Table]] = {}
 
 
-Cell = Est | Paper | Diff | float | int | str | None
+def table(name: str):
+    """Register a table builder under its name in `catalog.TABLES`."""
+    if name not in catalog.TABLES:
+        raise ValueError(f"table {name!r} is not listed in expe.report.catalog.TABLES")
+
+    def deco(fn):
+        BUILDERS[name] = fn
+        return fn
+
+    return deco
 
 
-def _esc(s: str) -> str:
-    return "".join(_TEX.get(ch, ch) for ch in s)
-
-
-@dataclass
-class Table:
-    name: str
-    title: str
-    caption: str
-    columns: list[str]
-    rows: list[list[Cell]] = field(default_factory=list)
-    keys: list[dict[str, str]] = field(default_factory=list)  # per row: model entry, variant, sources
-    notes: list[str] = field(default_factory=list)
-    digits: int = 3
-
-    def add(self, cells: list[Cell], **key: str) -> None:
-        self.rows.append(cells)
-        self.keys.append(key)
-
-    def text(self, c: Cell, tex: bool = False) -> str:
-        if c is None:
-            return "—"
-        if isinstance(c, str):
-            return _esc(c) if tex else c
-        if isinstance(c, Paper):
-            return f"{c.value:.2f}"
-        if isinstance(c, Est):
-            if c.n == 0 or c.mean is None or (isinstance(c.mean, float) and math.isnan(c.mean)):
-                return "—"
-            if c.half is None:
-                return f"{c.mean:.{self.digits}f} (1 seed)" if not tex else rf"{c.mean:.{self.digits}f}{{\scriptsize (1 seed)}}"
-            if tex:
-                return rf"{c.mean:.{self.digits}f}{{\scriptsize $\pm${c.half:.{self.digits}f}}}"
-            return f"{c.mean:.{self.digits}f} ± {c.half:.{self.digits}f}"
-        if isinstance(c, Diff):
-            d = c.d
-            s = f"{d.mean:+.{self.digits}f} [{d.lo:+.{self.digits}f}, {d.hi:+.{self.digits}f}]"
-            s += "" if d.significant else " n.s."
-            return _esc(s) if tex else s
-        if isinstance(c, float):
-            return f"{c:.{self.digits}f}"
-        return str(c)
-
-    def markdown(self) -> str:
-        out = [f"### {self.title}", "", f"*{self.caption}*", "", "| " + " | ".join(self.columns) + " |",
-               "|" + "|".join(["---"] + ["---:"] * (len(self.columns) - 1)) + "|"]
-        for row in self.rows:
-            out.append("| " + " | ".join(self.text(c) for c in row) + " |")
-        out += [""] + [f"- {n}" for n in self.notes]
-        return "\n".join(out) + "\n"
-
-    def latex(self) -> str:
-        spec = "l" + "r" * (len(self.columns) - 1)
-        lines = [f"% {self.title}", r"\begin{table}[t]", r"\centering", r"\small", r"\setlength{\tabcolsep}{3pt}",
-                 rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(_esc(c) for c in self.columns) + r" \\",
-                 r"\midrule"]
-        for row in self.rows:
-            lines.append(" & ".join(self.text(c, tex=True) for c in row) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_esc(self.title)}. {_esc(self.caption)}}}",
-                  rf"\label{{tab:{self.name}}}", r"\end{table}"]
-        lines += [f"% {n}" for n in self.notes]
-        return "\n".join(lines) + "\n"
-
-    def csv(self) -> str:
-        """Numbers as numbers: an estimate is three columns (mean, ci95 half-width, seeds)."""
-        header: list[str] = []
-        kinds = []
-        for j, col in enumerate(self.columns):
-            cells = [r[j] for r in self.rows]
-            if any(isinstance(c, Est) for c in cells):
-                header += [col, f"{col} ci95", f"{col} seeds"]
-                kinds.append("est")
-            elif any(isinstance(c, Diff) for c in cells):
-                header += [col, f"{col} lo", f"{col} hi", f"{col} significant"]
-                kinds.append("diff")
-            else:
-                header.append(col)
-                kinds.append("plain")
-        header += ["model_entry", "variant", "source"]
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(header)
-        for row, key in zip(self.rows, self.keys):
-            out: list[Any] = []
-            for c, kind in zip(row, kinds):
-                if kind == "est":
-                    out += ([c.mean, "" if c.half is None else c.half, c.n] if isinstance(c, Est) else
-                            [self._plain(c), "", ""])
-                elif kind == "diff":
-                    out += ([c.d.mean, c.d.lo, c.d.hi, c.d.significant] if isinstance(c, Diff) else
-                            [self._plain(c), "", "", ""])
-                else:
-                    out.append(self._plain(c))
-            w.writerow(out + [key.get("model", ""), key.get("variant", ""), key.get("source", "")])
-        return buf.getvalue()
-
-    @staticmethod
-    def _plain(c: Cell) -> Any:
-        if c is None:
-            return ""
-        if isinstance(c, Paper):
-            return f"{c.value:.2f}"
-        return c
-
-    def write(self, out_dir: Path) -> None:
-        write_text(out_dir / f"{self.name}.md", self.markdown())
-        write_text(out_dir / f"{self.name}.tex", self.latex())
-        write_text(out_dir / f"{self.name}.csv", self.csv())
+def _notes(t: Table, before: list[str], after: list[str]) -> Table:
+    t.notes = [n for n in before + t.notes + after if n]
+    return t
 
 
 # --------------------------------------------------------------------------- cells from the tidy data
@@ -252,6 +172,8 @@ def time_ratio(res: Results, model: str, ref: str | None) -> Cell:
 
 # --------------------------------------------------------------------------- the paper's tables
 
+# --------------------------------------------------------------------------- the paper's tables
+
 def loss_table(name: str, title: str, caption: str, rows: dict[str, str], multiples: list[int], paper: dict,
                res: Results, time_ref: dict[str, str | None] | None = None, time_label: str = "time") -> Table:
     cols = ["Model"]
@@ -294,6 +216,7 @@ def large_time_refs(rows: dict[str, str], res: Results) -> dict[str, str | None]
         if c and c["model"]["pe"]["name"] == "rope":
             by_arch.setdefault(_arch_key(res, model), model)
     return {label: by_arch.get(_arch_key(res, parse_ref(ref)[0])) for label, ref in rows.items()}
+
 
 
 def benchmark_table(rows: dict[str, str], tasks: list[str], res: Results, caption: str) -> Table:
@@ -555,200 +478,106 @@ def _rows_of(config: dict, tables: tuple[str, ...]) -> list[tuple[str, str]]:
     return out
 
 
-# --------------------------------------------------------------------------- provenance, index page, summary
 
-def config_hash(config: dict) -> str:
-    """The one config hash: sha256 of the resolved config (the workflow names its file by the first 12)."""
-    return hashlib.sha256(dumps(config).encode()).hexdigest()
+# --------------------------------------------------------------------------- the builders
+
+TIME_NOTE = ("Time: median training step time relative to the reference row (ExPE for the ablations, the "
+             "Llama model of the same size for Table 1), measured side by side by the `speed` rule "
+             "(range: per-repeat ratios); see speed.md.")
 
 
-def provenance(config: dict, config_path: str) -> dict[str, Any]:
-    def version(pkg: str) -> str:
-        try:
-            return metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            return "not installed"
+def _ks(r: Report, wanted: tuple[int, ...] | None = None) -> list[int]:
+    ms = r.config["eval"]["multiples"]
+    return ([k for k in wanted if k in ms] or ms) if wanted else ms
 
-    try:
-        src = Path(__file__).resolve().parent  # the commit of the code that made the tables
-        git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=src)
-        commit = git.stdout.strip() if git.returncode == 0 else ""
-        # the regenerated tables themselves are tracked files: they do not make the code dirty
-        dirty = None if not commit else bool(subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)paper_tables"],
-            capture_output=True, text=True, timeout=10, cwd=src).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = "unknown", None
-    import torch
 
-    return {
-        "config_file": str(config_path),
-        "config_sha256": config_hash(config),
-        "run_name": config["run_name"],
-        "git_commit": commit or "unknown (not a git checkout)",
-        "git_dirty": dirty,
-        "packages": {p: version(p) for p in ("expe-repro", "torch", "numpy", "sentencepiece", "lm_eval", "snakemake",
-                                              "pandas", "seaborn", "datasets")},
-        "python": platform.python_version(),
-        "hardware": {
-            "machine": platform.machine(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": __import__("os").cpu_count(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "device_config": config["device"],
-        },
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+@table("section41")
+def section41(r: Report) -> Table:
+    t = loss_table("section41", "Section 4.1: loss at ev x the training length", r.cap41,
+                   r.config["tables"]["section41"], [k for k in _ks(r) if k <= 16], P.SECTION41, r.res)
+    return _notes(t, [INTERVAL_NOTE], [r.loss_note, PAPER_INCONSISTENCY, r.counts(r.small_models)])
+
+
+@table("ablations")
+def ablations(r: Report) -> Table:
+    abl = r.config["tables"]["ablations"]
+    ref = parse_ref(abl["ExPE"])[0] if "ExPE" in abl else None
+    t = loss_table("ablations", "Table 7: ExPE ablations", r.cap41, abl, _ks(r, (1, 2, 4)), P.ABLATIONS, r.res,
+                   time_ref={label: ref for label in abl}, time_label="epoch time")
+    return _notes(t, [INTERVAL_NOTE], [r.loss_note, PAPER_INCONSISTENCY, r.counts(r.small_models), TIME_NOTE])
+
+
+@table("large")
+def large(r: Report) -> Table:
+    rows = r.config["tables"]["large"]
+    t = loss_table("large", "Section 4.2 (Table 1): Llama-architecture models", r.capL, rows, _ks(r, (1, 2, 4)),
+                   P.LARGE, r.res, time_ref=large_time_refs(rows, r.res), time_label="training time")
+    return _notes(t, [INTERVAL_NOTE], [r.loss_note, r.counts(r.large_models), TIME_NOTE])
+
+
+@table("scaling")
+def scaling(r: Report) -> Table:
+    t = loss_table("scaling", "Section 4.3 (Table 3): scaling the encoding at inference (no extra training)", r.capL,
+                   r.config["tables"]["scaling"], _ks(r), P.SCALING, r.res)
+    return _notes(t, [INTERVAL_NOTE], [r.loss_note, r.counts(r.large_models)])
+
+
+@table("benchmarks")
+def benchmarks(r: Report) -> Table:
+    t = benchmark_table(r.config["tables"]["benchmarks"], r.config["benchmarks"]["tasks"], r.res, r.capL)
+    return _notes(t, [INTERVAL_NOTE], [])
+
+
+@table("hyperparameters")
+def hyperparameters(r: Report) -> Table:
+    return hyper_table(r.config, r.res)
+
+
+@table("differences")
+def differences(r: Report) -> Table:
+    t = differences_table(r.config, r.res, r.cap41 + " / " + r.oursL)
+    return _notes(t, [], [r.loss_note])
+
+
+@table("context")
+def context(r: Report) -> Table:
+    t = context_table(r.config, r.res, r.ours41 + "; " + r.oursL.replace("Ours: ", ""))
+    return _notes(t, [INTERVAL_NOTE], [r.loss_note])
+
+
+@table("sliding")
+def sliding(r: Report) -> Table:
+    t = sliding_table(r.config, r.res, r.ours41 + "; " + r.oursL.replace("Ours: ", ""))
+    return _notes(t, [INTERVAL_NOTE], [r.loss_note, r.counts(r.small_models + r.large_models, "sliding_loss")])
+
+
+@table("speed")
+def speed(r: Report) -> Table:
+    return speed_table(r.config, r.res, "The time columns of the ablation and large tables come from this measurement")
 
 
 def build_all(config: dict, config_path: str, index_path: str | Path, out_dir: str | Path) -> list[Table]:
+    """Every table of catalog.TABLES, the tidy data, provenance, the summary and the index page."""
+    from expe.report.summary import index_page, summary_markdown
+
     res = Results(index_path)
     out = ensure_dir(out_dir)
-    tab = config["tables"]
-    ms = config["eval"]["multiples"]
-    paper_ks = [k for k in ms if k <= 16]
-    small_models = [parse_ref(r)[0] for r in {**tab["section41"], **tab["ablations"]}.values()]
-    large_models = [parse_ref(r)[0] for r in {**tab["large"], **tab["scaling"]}.values()]
-    cap41 = scale_caption(config, res, small_models, "35M GPT-style models, L = 512, FineWeb, one run each")
-    capL = scale_caption(config, res, large_models, "Llama-architecture S 135M and M 342M, L = 512 (our reading), "
-                                                    "FineWeb-edu 10B tokens, one run each")
-    tables = [
-        loss_table("section41", "Section 4.1: loss at ev x the training length", cap41, tab["section41"],
-                   [k for k in paper_ks if k <= 16], P.SECTION41, res),
-        loss_table("ablations", "Table 7: ExPE ablations", cap41, tab["ablations"], [k for k in (1, 2, 4) if k in ms]
-                   or ms, P.ABLATIONS, res,
-                   time_ref={label: (parse_ref(tab["ablations"]["ExPE"])[0] if "ExPE" in tab["ablations"] else None)
-                             for label in tab["ablations"]}, time_label="epoch time"),
-        loss_table("large", "Section 4.2 (Table 1): Llama-architecture models", capL, tab["large"],
-                   [k for k in (1, 2, 4) if k in ms] or ms, P.LARGE, res,
-                   time_ref=large_time_refs(tab["large"], res), time_label="training time"),
-        loss_table("scaling", "Section 4.3 (Table 3): scaling the encoding at inference (no extra training)", capL,
-                   tab["scaling"], ms, P.SCALING, res),
-        benchmark_table(tab["benchmarks"], config["benchmarks"]["tasks"], res, capL),
-        hyper_table(config, res),
-        differences_table(config, res, cap41 + " / " + capL.split(". Paper")[0]),
-        context_table(config, res, cap41.split(". Paper")[0] + "; " + capL.split(". Paper")[0].replace("Ours: ", "")),
-        sliding_table(config, res, cap41.split(". Paper")[0] + "; " + capL.split(". Paper")[0].replace("Ours: ", "")),
-        speed_table(config, res, "The time columns of the ablation and large tables come from this measurement"),
-    ]
+    report = Report.of(config, res)
+    tables = [BUILDERS[name](report) for name in catalog.TABLES]
     prov = provenance(config, config_path)
     note = (f"Generated {prov['date']} from run `{prov['run_name']}`, config sha256 {prov['config_sha256'][:12]}, "
             f"git {prov['git_commit'][:12] if prov['git_dirty'] is not None else 'unknown'}"
             f"{' (dirty)' if prov['git_dirty'] else ''}; tidy data in data/results.csv; see provenance.json.")
-    prec = config["eval"]["precision"]
     for t in tables:
-        if t.name in ("section41", "ablations", "large", "scaling", "context", "sliding", "benchmarks"):
-            t.notes.insert(0, INTERVAL_NOTE)
-        if t.name in ("section41", "ablations", "large", "scaling", "context", "sliding", "differences"):
-            t.notes.append(f"Loss: mean next-token cross-entropy (nats) on held-out documents, evaluated in {prec} "
-                           f"(eval.precision).")
-        if t.name in ("section41", "ablations"):
-            t.notes.append(PAPER_INCONSISTENCY)
-            t.notes.append(eval_counts_note(res, small_models))
-        if t.name in ("large", "scaling"):
-            t.notes.append(eval_counts_note(res, large_models))
-        if t.name == "sliding":
-            t.notes.append(eval_counts_note(res, small_models + large_models, "sliding_loss"))
-        if t.name in ("ablations", "large"):
-            t.notes.append("Time: median training step time relative to the reference row (ExPE for the ablations, the "
-                           "Llama model of the same size for Table 1), measured side by side by the `speed` rule "
-                           "(range: per-repeat ratios); see speed.md.")
-        t.notes = [n for n in t.notes if n]
         t.notes.append(note)
         t.write(out)
     data = ensure_dir(out / "data")
-    res.df.to_csv(data / "results.csv", index=False)
-    pd.DataFrame(res.per_position).to_csv(data / "per_position.csv", index=False)
-    write_json(out / "provenance.json", prov)
+    kept = "result files are kept; free space and rerun"
+    write_text(data / "results.csv", res.df.to_csv(index=False), what="tidy data results.csv", kept=kept)
+    write_text(data / "per_position.csv", pd.DataFrame(res.per_position).to_csv(index=False),
+               what="tidy data per_position.csv", kept=kept)
+    write_json(out / "provenance.json", prov, what="provenance", kept=kept)
     summary = summary_markdown(config, res, tables)
-    write_text(out / "summary.md", summary)
-    write_text(out / "README.md", index_page(config, tables, prov, res, summary))
+    write_text(out / "summary.md", summary, what="summary", kept=kept)
+    write_text(out / "README.md", index_page(config, tables, prov, res, summary), what="index page", kept=kept)
     return tables
-
-
-def _fmt_est(c: Cell, digits: int = 2) -> str:
-    if isinstance(c, Est) and c.n:
-        return f"{c.mean:.{digits}f}" + (f" ± {c.half:.{digits}f}" if c.half is not None else "")
-    return str(c)
-
-
-def summary_markdown(config: dict, res: Results, tables: list[Table]) -> str:
-    """The README's results section, generated from the tables (so every number in it is one of theirs)."""
-    by = {t.name: t for t in tables}
-    lines = []
-    s41 = by["section41"]
-    ks = [c.split("=")[1] for c in s41.columns if c.startswith("Loss ev=")]
-    lines.append(f"Loss at ev = {' / '.join(ks)} (mean ± 95% interval over seeds; Section 4.1 table):")
-    lines.append("")
-    for row in s41.rows:
-        vals = [_fmt_est(c) for c, col in zip(row, s41.columns) if col.startswith("Loss ev=")]
-        lines.append(f"- {row[0]}: {' / '.join(vals)}")
-    lines.append("")
-    diff = by["differences"]
-    ev_cols = [c for c in diff.columns if c.startswith("ev=")]
-    holds, fails = [], []
-    for row in diff.rows:
-        label, metric = row[0], row[1]
-        if "sliding" in metric:
-            continue
-        sig = [(col, c.d) for col, c in zip(diff.columns[2:], row[2:]) if isinstance(c, Diff)]
-        if not sig:
-            continue
-        text = ", ".join(f"{col} {d.mean:+.3f}" + ("" if d.significant else " (n.s.)") for col, d in sig)
-        (holds if any(d.significant for _, d in sig) else fails).append(f"- {label}: {text}")
-    lines.append("Paired differences A − B of the loss (negative: A lower), from `differences.md`; '(n.s.)' marks an "
-                 "interval that contains 0 (not a finding):")
-    lines.append("")
-    lines += holds
-    if fails:
-        lines.append("")
-        lines.append("No significant difference at any length:")
-        lines.append("")
-        lines += fails
-    lines.append("")
-    sl = by["sliding"]
-    expe_rows = [r for r in sl.rows if r[0] in ("ExPE", "RoPE", "ALiBi", "NoPE", "Sinusoidal")]
-    if expe_rows:
-        kss = [c.split("=")[1] for c in sl.columns[1:]]
-        lines.append(f"Sliding-window loss at ev = {' / '.join(kss)} (the same tokens at every ev; `sliding.md`):")
-        lines.append("")
-        for row in expe_rows:
-            lines.append(f"- {row[0]}: {' / '.join(_fmt_est(c) for c in row[1:])}")
-        lines.append("")
-    return "\n".join(lines) + "\n"
-
-
-def index_page(config: dict, tables: list[Table], prov: dict, res: Results, summary: str) -> str:
-    lines = [
-        f"# Regenerated tables — run `{config['run_name']}`",
-        "",
-        "Produced by `snakemake paper_tables`. Every number comes from the result files named in each CSV's",
-        "`source` column (under `results/<run_name>/`, with their sha256 in `data/results.csv`, the tidy data",
-        "every table and plot is a view of). Columns headed *(paper)* hold the paper's published numbers for",
-        "comparison only.",
-        "",
-    ]
-    manifest_path = res.path(res.index["data"]) if res.index.get("data") else None
-    if manifest_path and manifest_path.exists():
-        s = json.loads(manifest_path.read_text())
-        c, sp = s.get("corpus", {}), s["splits"]
-        lines += [
-            f"Data: source `{c.get('source', '?')}`, {c.get('documents_kept', '?')} documents; tokens train/dev/test "
-            f"{sp['train']['n_tokens']:,} / {sp['dev']['n_tokens']:,} / {sp['test']['n_tokens']:,} "
-            f"(documents {sp['train']['n_docs']} / {sp['dev']['n_docs']} / {sp['test']['n_docs']}; vocab "
-            f"{s['vocab_size']}).",
-            "",
-        ]
-    lines += ["## Summary", "", summary]
-    for t in tables:
-        lines += [t.markdown(), f"Files: [{t.name}.md]({t.name}.md), [{t.name}.tex]({t.name}.tex), "
-                  f"[{t.name}.csv]({t.name}.csv)", ""]
-    lines += ["## Plots", ""]
-    for p, cap in (("loss_vs_length", "Loss against evaluation length (log2 x axis), 95% seed bands"),
-                   ("per_position", "Per-position loss at 16x the training length"),
-                   ("context", "Loss beyond the training length and sliding-window loss"),
-                   ("training_curves", "Training loss"),
-                   ("position_values", "ExPE / ExQPE position values in fp32 and bf16")):
-        lines += [f"### {cap}", "", f"![{cap}](plots/{p}.png)", "", f"[PDF](plots/{p}.pdf)", ""]
-    lines += ["## Provenance", "", "```json", json.dumps(prov, indent=2), "```", ""]
-    return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""The generated prose of the report: the README's results summary (every number one of the tables'),
+and the index page of the tables folder."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from expe.report.render import Cell, Diff, Est, Table
+from expe.report.results import Results
+
+
+def _fmt_est(c: Cell, digits: int = 2) -> str:
+    if isinstance(c, Est) and c.n:
+        return f"{c.mean:.{digits}f}" + (f" ± {c.half:.{digits}f}" if c.half is not None else "")
+    return str(c)
+
+
+def summary_markdown(config: dict, res: Results, tables: list[Table]) -> str:
+    """The README's results section, generated from the tables (so every number in it is one of theirs)."""
+    by = {t.name: t for t in tables}
+    lines = []
+    s41 = by["section41"]
+    ks = [c.split("=")[1] for c in s41.columns if c.startswith("Loss ev=")]
+    lines.append(f"Loss at ev = {' / '.join(ks)} (mean ± 95% interval over seeds; Section 4.1 table):")
+    lines.append("")
+    for row in s41.rows:
+        vals = [_fmt_est(c) for c, col in zip(row, s41.columns) if col.startswith("Loss ev=")]
+        lines.append(f"- {row[0]}: {' / '.join(vals)}")
+    lines.append("")
+    diff = by["differences"]
+    ev_cols = [c for c in diff.columns if c.startswith("ev=")]
+    holds, fails = [], []
+    for row in diff.rows:
+        label, metric = row[0], row[1]
+        if "sliding" in metric:
+            continue
+        sig = [(col, c.d) for col, c in zip(diff.columns[2:], row[2:]) if isinstance(c, Diff)]
+        if not sig:
+            continue
+        text = ", ".join(f"{col} {d.mean:+.3f}" + ("" if d.significant else " (n.s.)") for col, d in sig)
+        (holds if any(d.significant for _, d in sig) else fails).append(f"- {label}: {text}")
+    lines.append("Paired differences A − B of the loss (negative: A lower), from `differences.md`; '(n.s.)' marks an "
+                 "interval that contains 0 (not a finding):")
+    lines.append("")
+    lines += holds
+    if fails:
+        lines.append("")
+        lines.append("No significant difference at any length:")
+        lines.append("")
+        lines += fails
+    lines.append("")
+    sl = by["sliding"]
+    expe_rows = [r for r in sl.rows if r[0] in config["tables"].get("section41", {})]  # the Section 4.1 rows
+    if expe_rows:
+        kss = [c.split("=")[1] for c in sl.columns[1:]]
+        lines.append(f"Sliding-window loss at ev = {' / '.join(kss)} (the same tokens at every ev; `sliding.md`):")
+        lines.append("")
+        for row in expe_rows:
+            lines.append(f"- {row[0]}: {' / '.join(_fmt_est(c) for c in row[1:])}")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def index_page(config: dict, tables: list[Table], prov: dict, res: Results, summary: str) -> str:
+    lines = [
+        f"# Regenerated tables — run `{config['run_name']}`",
+        "",
+        "Produced by `snakemake paper_tables`. Every number comes from the result files named in each CSV's",
+        "`source` column (under `results/<run_name>/`, with their sha256 in `data/results.csv`, the tidy data",
+        "every table and plot is a view of). Columns headed *(paper)* hold the paper's published numbers for",
+        "comparison only.",
+        "",
+    ]
+    manifest_path = res.path(res.index["data"]) if res.index.get("data") else None
+    if manifest_path and manifest_path.exists():
+        s = json.loads(manifest_path.read_text())
+        c, sp = s.get("corpus", {}), s["splits"]
+        lines += [
+            f"Data: source `{c.get('source', '?')}`, {c.get('documents_kept', '?')} documents; tokens train/dev/test "
+            f"{sp['train']['n_tokens']:,} / {sp['dev']['n_tokens']:,} / {sp['test']['n_tokens']:,} "
+            f"(documents {sp['train']['n_docs']} / {sp['dev']['n_docs']} / {sp['test']['n_docs']}; vocab "
+            f"{s['vocab_size']}).",
+            "",
+        ]
+    lines += ["## Summary", "", summary]
+    for t in tables:
+        lines += [t.markdown(), f"Files: [{t.name}.md]({t.name}.md), [{t.name}.tex]({t.name}.tex), "
+                  f"[{t.name}.csv]({t.name}.csv)", ""]
+    lines += ["## Plots", ""]
+    for p, cap in (("loss_vs_length", "Loss against evaluation length (log2 x axis), 95% seed bands"),
+                   ("per_position", "Per-position loss at 16x the training length"),
+                   ("context", "Loss beyond the training length and sliding-window loss"),
+                   ("training_curves", "Training loss"),
+                   ("position_values", "ExPE / ExQPE position values in fp32 and bf16")):
+        lines += [f"### {cap}", "", f"![{cap}](plots/{p}.png)", "", f"[PDF](plots/{p}.pdf)", ""]
+    lines += ["## Provenance", "", "```json", json.dumps(prov, indent=2), "```", ""]
+    return "\n".join(lines)
