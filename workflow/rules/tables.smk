@@ -4,15 +4,15 @@
 
 rule tables:
     input:
-        cfg=CONFIG_FILE,
-        index=INDEX_FILE,
-        evals=eval_results(MODELS),
-        benchmarks=benchmark_results(),
-        speed=SPEED_FILE,
-        data=f"{SHARDS}/manifest.json",
+        cfg=PLAN.config_file,
+        index=PLAN.index_file,
+        evals=PLAN.eval_results(PLAN.models),
+        benchmarks=PLAN.bench_results(),
+        speed=PLAN.speed_file,
+        data=f"{PLAN.shards}/manifest.json",
     output:
         [report(f, category="Tables", labels={"file": os.path.basename(f)}) if f.endswith(".csv") else f
-         for f in TABLE_FILES],
+         for f in PLAN.table_files()],
         # under results/ (never committed): on a fresh clone the committed paper_tables/ files
         # alone do not count as up to date, so `snakemake paper_tables` regenerates them
         done=f"{RES}/tables.done",
@@ -31,13 +31,13 @@ rule tables:
 
 rule plots:
     input:
-        cfg=CONFIG_FILE,
-        index=INDEX_FILE,
-        tidy=f"{TABLES}/data/results.csv",
-        evals=eval_results(MODELS),
+        cfg=PLAN.config_file,
+        index=PLAN.index_file,
+        tidy=f"{PLAN.tables}/data/results.csv",
+        evals=PLAN.eval_results(PLAN.models),
     output:
         [report(f, category="Plots", labels={"plot": os.path.basename(f)}) if f.endswith(".png") else f
-         for f in PLOT_FILES],
+         for f in PLAN.plot_files()],
         done=f"{RES}/plots.done",
     params:
         out=lambda w, output: os.path.dirname(output[0]),

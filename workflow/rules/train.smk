@@ -5,63 +5,65 @@
 
 rule model_spec:
     output:
-        f"{RES}/models/{{model}}/{{specid}}/spec.json",
-    params:
-        spec=_spec_of,
+        f"{RES}/models/{{model}}/{{hash}}/spec.json",
     log:
-        f"{LOGS}/specs/{{model}}.{{specid}}.log",
-    benchmark:
-        f"{BENCH}/specs/{{model}}.{{specid}}.tsv"
-    conda:
-        ENV
-    shell:
-        "\"$EXPE_PYTHON\" -m expe.cli dump-spec --json {params.spec:q} --out {output:q} > {log:q} 2>&1"
+        f"{LOGS}/specs/{{model}}.{{hash}}.log",
+    run:
+        write_json(output[0], PLAN.spec_of_dir(os.path.dirname(output[0])))
+
+
+localrules:
+    model_spec,
 
 
 rule train:
     input:
         spec=rules.model_spec.output,
-        shards=f"{SHARDS}/train.json",
+        shards=f"{PLAN.shards}/train.json",
     output:
-        weights=f"{RES}/models/{{model}}/{{specid}}/model.safetensors",
-        config=f"{RES}/models/{{model}}/{{specid}}/config.json",
-        metrics=f"{RES}/models/{{model}}/{{specid}}/metrics.jsonl",
+        weights=f"{RES}/models/{{model}}/{{hash}}/model.safetensors",
+        config=f"{RES}/models/{{model}}/{{hash}}/config.json",
+        metrics=f"{RES}/models/{{model}}/{{hash}}/metrics.jsonl",
     params:
-        checkpoints=lambda w: f"{RES}/checkpoints/{w.model}/{w.specid}",
+        checkpoints=lambda w: PLAN.checkpoints(model_dir(w)),
+        track=f"{RES}/tracking",
+        group=config["run_name"],
     threads: 1
     resources:
         # one node: --gpus N; several nodes: N GPUs per node as GRES (the plugin's --gpus is a job total)
         gpu=lambda w: C.gpus(config, w.model) if DEVICE != "cpu" and C.nodes(config, w.model) == 1 else 0,
         gres=lambda w: f"gpu:{C.gpus(config, w.model)}" if DEVICE != "cpu" and C.nodes(config, w.model) > 1 else "",
         nodes=lambda w: C.nodes(config, w.model),
-        nproc=lambda w: C.gpus(config, w.model),  # > 1: DDP under torchrun (expe.launch); not a rerun trigger
+        nproc=lambda w: C.gpus(config, w.model),  # > 1: DDP under torchrun (expe.training.launch); not a rerun trigger
         runtime=60,
     log:
-        f"{LOGS}/train/{{model}}.{{specid}}.log",
+        f"{LOGS}/train/{{model}}.{{hash}}.log",
     benchmark:
-        f"{BENCH}/train/{{model}}.{{specid}}.tsv"
+        f"{BENCH}/train/{{model}}.{{hash}}.tsv"
     conda:
         ENV
     shell:
-        "\"$EXPE_PYTHON\" -m expe.cli train --nproc {resources.nproc} --spec-file {input.spec:q} --data $(dirname {input.shards:q}) --out $(dirname {output.weights:q}) "
-        "--checkpoints {params.checkpoints:q} --threads {threads} --device \"$EXPE_DEVICE\" --no-progress >> {log:q} 2>&1"
+        "\"$EXPE_PYTHON\" -m expe.cli train --nproc {resources.nproc} --spec-file {input.spec:q} "
+        "--data $(dirname {input.shards:q}) --out $(dirname {output.weights:q}) --checkpoints {params.checkpoints:q} "
+        "--track-dir {params.track:q} --track-group {params.group} --threads {threads} --device \"$EXPE_DEVICE\" "
+        "--no-progress >> {log:q} 2>&1"
 
 
 # The step time of every table model in one process, interleaved repeats; serialised (all cores
 # and the `speed` resource), so nothing runs beside it and the ratios in Tables 1 and 7 mean something.
 rule speed:
     input:
-        weights=weights(table_models()),
-        cfg=CONFIG_FILE,
-        shards=f"{SHARDS}/train.json",
+        weights=PLAN.weights(C.table_models(config)),
+        cfg=PLAN.config_file,
+        shards=f"{PLAN.shards}/train.json",
     output:
-        SPEED_FILE,
+        PLAN.speed_file,
     params:
-        models=",".join(table_models()),
+        models=",".join(C.table_models(config)),
     threads: all_cores()
     resources:
         speed=1,
-        gpu=1 if DEVICE != "cpu" else 0,
+        gpu=GPU,
         runtime=60,
     log:
         f"{LOGS}/speed.log",
@@ -75,10 +77,10 @@ rule speed:
 
 
 # `snakemake --cores 2 model_<name>` trains and evaluates one entry (e.g. one ablation) only.
-for _m in MODELS:
+for _m in PLAN.models:
 
     rule:
         name:
             f"model_{_m}"
         input:
-            eval_results([_m]),
+            PLAN.eval_results([_m]),
