@@ -73,7 +73,7 @@ def test_results_readme_describes_the_paths_the_workflow_builds():
             patterns.append(re.compile(p + ("" if p.endswith("/") else "$")))
     plan = Plan(default_config())
     built = every_result(plan) + [plan.config_file, plan.index_file, plan.speed_file, plan.tokenizer, plan.bench_data,
-                                  f"{plan.shards}/train.bin", f"{plan.data}/data.json"]
+                                  plan.heldout_task, f"{plan.shards}/train.bin", f"{plan.data}/data.json"]
     built += [f"{d}/{f}" for d in (plan.model_dir(m, s) for m, s in plan.runs(plan.models))
               for f in ("spec.json", "model.safetensors")]
     built += [p for p in plan.specs if "/specs/" in p]
@@ -82,3 +82,24 @@ def test_results_readme_describes_the_paths_the_workflow_builds():
         assert any(p.match(path) for p in patterns), f"{path} is not described in results/README.md"
     for p in patterns:  # and nothing the README lists is missing from what the workflow builds
         assert any(p.match(path) for path in built + [f"{plan.res}/tracking/"]), p.pattern
+
+
+def test_our_heldout_task_is_built_once_in_the_data_folder_keyed_by_its_settings():
+    a = Plan(default_config())
+    b = Plan(default_config(benchmarks={"heldout": {"items": 100}}))
+    assert a.heldout_task.startswith(f"{a.data}/tasks/") and a.heldout_task.endswith("/heldout_continuation.yaml")
+    assert a.heldout_task != b.heldout_task and a.data == b.data  # new settings: a new task folder, same data
+    assert a.weights(a.models) == b.weights(b.models) and a.eval_results(a.models) == b.eval_results(b.models)
+    assert not set(a.bench_results()) & set(b.bench_results())  # every benchmark result follows its task
+    folder = a.heldout_task.rsplit("/", 1)[0]
+    assert all(a.specs[p]["heldout_task"] == folder for p in a.specs if "/specs/benchmark" in p)
+    c = Plan(default_config(benchmarks={"batch_size": 4}))
+    assert c.heldout_task == a.heldout_task  # how it is scored does not rebuild it
+
+
+def test_without_our_task_in_the_list_nothing_of_it_is_planned_and_benchmark_paths_stay_as_before():
+    tasks = ["hellaswag", "mmlu", "arc_challenge", "arc_easy"]
+    plan = Plan(default_config(benchmarks={"tasks": tasks}))
+    assert plan.heldout_task is None and not [p for p in plan.specs if "heldout" in p]
+    assert "heldout_task" not in plan.bench_settings("base")
+    assert plan.bench_result("expe_m", 1, "base").endswith(f"/{digest(plan.bench_settings('base'))}.json")

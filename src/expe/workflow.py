@@ -11,6 +11,7 @@ and going back to an earlier config is "Nothing to be done".
         probes/<hash of the probe settings>/{retrieval,passkey}.json
         precision/<hash of the precision settings>/<dtype>.json
         benchmarks/<hash of the benchmark settings and variant>.json
+    results/<run>/data/<hash>/tasks/<hash of benchmarks.heldout>/  heldout_continuation.{yaml,jsonl}: our lm-eval task
     results/<run>/checkpoints/<model>/<same hash>/               step-*.pt (+ .sha256), metrics.jsonl, train.log
     results/<run>/specs/<kind>/<hash>.json                       the settings each job reads (--spec-file)
     results/<run>/benchmarks/data/<hash>.json                    which lm-eval tasks could be loaded
@@ -24,6 +25,7 @@ import hashlib
 from typing import Any
 
 from expe import config as C
+from expe.evaluation.continuation_task import TASK_NAME as HELDOUT, YAML_FILE as HELDOUT_YAML
 from expe.report import catalog
 
 
@@ -66,7 +68,10 @@ class Plan:
         self._spec("probes", self.probe_settings())
         self._spec("precision", self.precision_settings())
         b = config["benchmarks"]
-        self.bench_data_spec = self._spec("benchmark_data", {k: b[k] for k in ("tasks", "include_path")})
+        self.bench_data_spec = self._spec("benchmark_data", {**{k: b[k] for k in ("tasks", "include_path")},
+                                                             **self._heldout_ref()})
+        if self.heldout_task:
+            self._spec("heldout_task", self.heldout_settings())
 
     # ------------------------------------------------------------------ models
     def seeds(self, model: str) -> list[int]:
@@ -127,7 +132,24 @@ class Plan:
     def bench_settings(self, variant: str) -> dict[str, Any]:
         b = self.config["benchmarks"]
         return {"variant": variant, "pe": C.variant_pe(self.config, variant),
-                **{k: b[k] for k in ("tasks", "num_fewshot", "limit", "batch_size", "include_path")}}
+                **{k: b[k] for k in ("tasks", "num_fewshot", "limit", "batch_size", "include_path")},
+                **self._heldout_ref()}
+
+    def heldout_settings(self) -> dict[str, Any] | None:
+        """Settings of our own task heldout_continuation (None when benchmarks.tasks does not list it)."""
+        b = self.config["benchmarks"]
+        return dict(b["heldout"]) if HELDOUT in b["tasks"] else None
+
+    @property
+    def heldout_task(self) -> str | None:
+        """Its task YAML (beside the .jsonl of items): built once per data folder and settings from the
+        test shard and the tokenizer; the benchmark jobs add its folder to lm-eval's include path."""
+        s = self.heldout_settings()
+        return f"{self.data}/tasks/{digest(s)}/{HELDOUT_YAML}" if s is not None else None
+
+    def _heldout_ref(self) -> dict[str, str]:
+        """What a benchmark job's settings add for our task: its folder (so its result path changes with it)."""
+        return {"heldout_task": self.heldout_task.rsplit("/", 1)[0]} if self.heldout_task else {}
 
     def bench_result(self, model: str, seed: int, variant: str) -> str:
         return f"{self.model_dir(model, seed)}/benchmarks/{digest(self.bench_settings(variant))}.json"

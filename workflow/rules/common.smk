@@ -49,6 +49,7 @@ wildcard_constraints:
     bhash="[0-9a-f]{12}",
     phash="[0-9a-f]{12}",
     qhash="[0-9a-f]{12}",
+    thash="[0-9a-f]{12}",
     kind="[a-z_]+",
 
 

@@ -1,4 +1,5 @@
-"""`expe evaluate`, `expe probe`, `expe benchmark`, `expe benchmark-data`: measuring trained models.
+"""`expe evaluate`, `expe probe`, `expe benchmark`, `expe benchmark-data`, `expe heldout-task`: measuring
+trained models.
 
 The workflow passes each job its settings as a file written from the validated config (`--spec-file`);
 by hand, the same settings are flags whose defaults are the config schema's."""
@@ -90,6 +91,13 @@ def cmd_probe(args):
                       f"greedy exact {row['greedy_exact']:.2f}")
 
 
+def _include(s: dict) -> list[str]:
+    """lm-eval's include path of a benchmark job: the user's benchmarks.include_path (one folder, or
+    several given by hand) and the folder of our heldout_continuation task, built by the workflow."""
+    given = s.get("include_path") or []
+    return [*([given] if isinstance(given, str) else given), *([s["heldout_task"]] if s.get("heldout_task") else [])]
+
+
 def cmd_benchmark(args):
     from expe.evaluation.benchmarks import run_benchmarks
     from expe.io import read_json
@@ -103,7 +111,7 @@ def cmd_benchmark(args):
     avail = read_json(args.availability)["tasks"] if args.availability else None
     r = run_benchmarks(args.model_dir, args.tokenizer, s["tasks"], args.out, num_fewshot=s["num_fewshot"],
                        limit=s["limit"], batch_size=s["batch_size"], pe_overrides=s.get("pe") or {},
-                       include_path=s["include_path"], device=args.device, threads=args.threads, availability=avail)
+                       include_path=_include(s), device=args.device, threads=args.threads, availability=avail)
     for task, t in r["tasks"].items():
         print(f"{task}: " + (f"acc {t['acc']:.4f}" if t["status"] == "ok" else t["reason"]))
 
@@ -111,14 +119,21 @@ def cmd_benchmark(args):
 def cmd_benchmark_data(args):
     from expe.evaluation.benchmarks import fetch_benchmark_data
 
-    if args.spec_file:
-        s = job_spec(args.spec_file)
-        tasks, include = s["tasks"], s["include_path"]
-    else:
-        tasks, include = args.tasks.split(","), args.include_path
-    r = fetch_benchmark_data(tasks, args.out, include_path=include)
+    s = job_spec(args.spec_file) if args.spec_file else {"tasks": args.tasks.split(","), "include_path": args.include_path}
+    r = fetch_benchmark_data(s["tasks"], args.out, include_path=_include(s))
     for task, status in r["tasks"].items():
         print(f"{task}: {status}")
+
+
+def cmd_heldout_task(args):
+    from expe.evaluation.benchmarks import build_heldout_task
+
+    if args.spec_file:
+        s = job_spec(args.spec_file)
+    else:
+        s = {k: getattr(args, k) for k in ("items", "context_tokens", "continuation_tokens", "choices", "seed")}
+    path = build_heldout_task(args.data, args.tokenizer, args.out, s)
+    print(f"{path} (load with lm-eval's --include_path {path.parent})")
 
 
 def add_commands(sub) -> None:
@@ -183,7 +198,8 @@ def add_commands(sub) -> None:
     sp.add_argument("--limit", type=positive_int, default=default("benchmarks.limit"))
     sp.add_argument("--batch-size", type=positive_int, default=default("benchmarks.batch_size"))
     sp.add_argument("--pe", action="append", metavar="KEY=VALUE")
-    sp.add_argument("--include-path", help="folder of extra task YAMLs")
+    sp.add_argument("--include-path", action="append",
+                    help="folder of extra task YAMLs (repeat for several, e.g. the folder `expe heldout-task` wrote)")
     sp.add_argument("--availability", help="the benchmark-data step's result (tasks it could not load are not run)")
     common(sp, device=True)
     sp.set_defaults(fn=cmd_benchmark)
@@ -193,6 +209,21 @@ def add_commands(sub) -> None:
     sp = sub.add_parser("benchmark-data", help=h, description=h)
     sp.add_argument("--spec-file", help="the job's settings (written by the workflow); replaces the flags below")
     sp.add_argument("--tasks", default=",".join(default("benchmarks.tasks")))
-    sp.add_argument("--include-path", help="folder of extra task YAMLs")
+    sp.add_argument("--include-path", action="append", help="folder of extra task YAMLs (repeat for several)")
     sp.add_argument("--out", required=True)
     sp.set_defaults(fn=cmd_benchmark_data)
+
+    h = ("build heldout_continuation, our own lm-eval multiple-choice task (not one of the paper's), from the "
+         "held-out test documents: a task YAML and its items, loadable with lm-eval's --include_path")
+    sp = sub.add_parser("heldout-task", help=h, description=h)
+    sp.add_argument("--data", required=True, help="shards folder (its test split is used)")
+    sp.add_argument("--tokenizer", required=True, help="tokenizer.model (decodes the token ids to text)")
+    sp.add_argument("--out", required=True, help="folder for heldout_continuation.yaml and .jsonl")
+    sp.add_argument("--spec-file", help="the job's settings (written by the workflow); replaces the flags below")
+    sp.add_argument("--items", type=positive_int, default=default("benchmarks.heldout.items"))
+    sp.add_argument("--context-tokens", type=positive_int, default=default("benchmarks.heldout.context_tokens"))
+    sp.add_argument("--continuation-tokens", type=positive_int,
+                    default=default("benchmarks.heldout.continuation_tokens"))
+    sp.add_argument("--choices", type=positive_int, default=default("benchmarks.heldout.choices"))
+    sp.add_argument("--seed", type=int, default=default("benchmarks.heldout.seed"))
+    sp.set_defaults(fn=cmd_heldout_task)

@@ -1,6 +1,11 @@
 """The benchmark step of the workflow: lm-evaluation-harness tasks (HellaSwag, MMLU, ARC-Challenge,
 ARC-Easy; acc and acc_norm) on our checkpoints through `expe.evaluation.lm_eval_model.ExpeLM`. A task
-whose data cannot be loaded is recorded as not run, with the reason; never a number."""
+whose data cannot be loaded is recorded as not run, with the reason; never a number.
+
+Beside the paper's tasks runs our own, heldout_continuation ("held-out continuation choice",
+`expe.evaluation.continuation_task`): built here from the held-out test shard (`build_heldout_task`),
+it always runs offline. It is never one of the paper's benchmarks; its data is ours, so a failure to
+load it is an error, not a "not run"."""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from expe.data.sources import hub_reachable
-from expe.errors import ExpeError
+from expe.errors import DataError, ExpeError
+from expe.evaluation.task_names import OURS
 from expe.io import write_json
 
 log = logging.getLogger("expe.benchmarks")
@@ -39,15 +45,46 @@ def _metrics(task_results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _task_manager(include_path: str | None):
+def build_heldout_task(shards: str, tokenizer: str, out: str, settings: dict[str, Any]) -> Path:
+    """heldout_continuation from the test split of a shards folder, decoded by the tokenizer:
+    `<out>/heldout_continuation.{yaml,jsonl}`; returns the YAML's path. settings: benchmarks.heldout."""
+    from expe.data.shards import TokenShard
+    from expe.data.tokenizer import Tokenizer
+    from expe.evaluation.continuation_task import ContinuationSettings, ContinuationTaskError, build_task
+
+    test = TokenShard(shards, "test")
+    tok = Tokenizer(tokenizer)
+    try:
+        st = ContinuationSettings.of({("n_items" if k == "items" else k): v for k, v in settings.items()})
+        return build_task(out, [test.doc(i) for i in range(test.n_docs)], tok.decode, st)
+    except ContinuationTaskError as e:
+        raise DataError(f"benchmarks.heldout: {e} (test split of {shards}: {test.n_docs} documents, "
+                        f"{int(test.lengths.sum())} tokens)") from None
+
+
+def _include_paths(include_path: str | list[str] | None) -> list[str]:
+    paths = [include_path] if isinstance(include_path, str) else list(include_path or [])
+    for p in paths:
+        if not Path(p).is_dir():
+            raise ExpeError(f"benchmarks.include_path {p!r}: not a folder")
+    return paths
+
+
+def _task_manager(include_path: str | list[str] | None):
+    """lm-eval's task registry plus the folders of include_path (one folder or a list)."""
     from lm_eval.tasks import TaskManager
 
-    if include_path and not Path(include_path).is_dir():
-        raise ExpeError(f"benchmarks.include_path {include_path!r}: not a folder")
-    return TaskManager(include_path=include_path) if include_path else TaskManager()
+    paths = _include_paths(include_path)
+    return TaskManager(include_path=paths) if paths else TaskManager()
 
 
-def fetch_benchmark_data(tasks: list[str], out: str, include_path: str | None = None) -> dict[str, Any]:
+def _ours_missing(task: str, error: Exception | None = None) -> ExpeError:
+    why = f" ({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''})" if error else ""
+    return ExpeError(f"{task}: our own task could not be loaded{why}; build it with `expe heldout-task` and give "
+                     "its folder with --include-path (the workflow does both)")
+
+
+def fetch_benchmark_data(tasks: list[str], out: str, include_path: str | list[str] | None = None) -> dict[str, Any]:
     """Load every task's dataset once, where the internet is (on a cluster: the submitting host):
     `datasets` keeps it in the Hugging Face cache, from which the benchmark jobs read offline.
     Records for each task whether its data is available."""
@@ -56,11 +93,15 @@ def fetch_benchmark_data(tasks: list[str], out: str, include_path: str | None = 
     status = {}
     for task in tasks:
         if task not in tm.all_tasks:
+            if task in OURS:
+                raise _ours_missing(task)
             raise ExpeError(f"benchmarks.tasks: unknown lm-eval task {task!r}")
         try:
             tm.load([task])
             status[task] = "available"
         except Exception as e:
+            if task in OURS:
+                raise _ours_missing(task, e) from None
             status[task] = NOT_RUN_OFFLINE if not online else f"not run: dataset could not be loaded ({type(e).__name__})"
             log.warning("%s: %s", task, status[task])
     result = {"online": online, "tasks": status, "cache": os.environ.get("HF_DATASETS_CACHE") or "~/.cache/huggingface"}
@@ -70,7 +111,7 @@ def fetch_benchmark_data(tasks: list[str], out: str, include_path: str | None = 
 
 def run_benchmarks(model_dir: str, tokenizer: str, tasks: list[str], out: str, num_fewshot: int = 0,
                    limit: int | None = None, batch_size: int = 8, pe_overrides: dict | None = None,
-                   include_path: str | None = None, device: str = "auto", threads: int = 1,
+                   include_path: str | list[str] | None = None, device: str = "auto", threads: int = 1,
                    availability: dict[str, str] | None = None) -> dict[str, Any]:
     """Run each task; a task whose data cannot be loaded is recorded as not run (never a number).
     availability: what `fetch_benchmark_data` found (tasks it could not load are not tried again)."""
@@ -103,6 +144,8 @@ def run_benchmarks(model_dir: str, tokenizer: str, tasks: list[str], out: str, n
         try:
             tm.load([task])
         except Exception as e:  # the dataset (or the task itself) cannot be loaded
+            if task in OURS:
+                raise _ours_missing(task, e if task in tm.all_tasks else None) from None
             if task not in tm.all_tasks:
                 raise ExpeError(f"benchmarks.tasks: unknown lm-eval task {task!r}") from None
             reason = NOT_RUN_OFFLINE if not online else f"not run: dataset could not be loaded ({type(e).__name__})"
@@ -115,6 +158,9 @@ def run_benchmarks(model_dir: str, tokenizer: str, tasks: list[str], out: str, n
         n = res.get("n-samples", {})
         result["tasks"][task] = {"status": "ok", **_metrics(per), "seconds": round(time.time() - t0, 2),
                                  "n_samples": n.get(task, {}).get("effective") if isinstance(n, dict) else None}
+        if task in OURS:  # its settings (from the task YAML's metadata) and the accuracy of a blind guess
+            meta = (res.get("configs", {}).get(task) or {}).get("metadata") or {}
+            result["tasks"][task].update(settings=meta, chance=1 / meta["choices"] if meta.get("choices") else None)
         result["raw"][task] = {"results": res["results"], "configs": {k: str(v) for k, v in res.get("configs", {}).items()}}
         log.info("%s: %s", task, result["tasks"][task])
     write_json(out, result)
