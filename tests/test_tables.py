@@ -222,3 +222,24 @@ def test_plots_are_written_and_not_empty(built, tmp_path):
 def test_position_value_plot_counts_bf16_collisions(tmp_path):
     counts = position_values(tmp_path)
     assert counts["ExQPE"]["bf16"] == 4 * 512 > counts["ExPE"]["bf16"]
+
+
+def test_our_heldout_task_is_named_as_ours_with_its_chance_level_and_no_paper_column(tmp_path):
+    cfg = fixture_config()
+    idx = write_results(tmp_path / "res", cfg)
+    for seed, acc in ((1, 0.40), (2, 0.42), (3, 0.44)):
+        (tmp_path / f"res/benchmarks/expe_m/s{seed}/base.json").write_text(json.dumps({"tasks": {
+            "arc_easy": {"status": "not run", "reason": "not run: dataset unavailable offline"},
+            "heldout_continuation": {"status": "ok", "acc": acc, "acc_norm": acc - 0.1, "n_samples": 60}}}))
+    build_all(cfg, "config/smoke.yaml", idx, tmp_path / "out")
+    row = read_csv(tmp_path / "out" / "benchmarks.csv")[0]
+    ours = "held-out continuation choice (ours)"
+    assert float(row[f"{ours} acc"]) == pytest.approx(0.42) and row[f"{ours} acc seeds"] == "3"
+    assert float(row[f"{ours} acc_norm"]) == pytest.approx(0.32)
+    assert float(row[f"{ours} chance"]) == 1 / cfg["benchmarks"]["heldout"]["choices"] == 0.25
+    assert not [c for c in row if c.startswith(ours) and "paper" in c]  # never compared with the paper
+    assert row["ARC-Easy acc"] == "not run: dataset unavailable offline" and row["ARC-Easy (paper)"] == "0.30"
+    md = (tmp_path / "out" / "benchmarks.md").read_text()
+    assert "not one of the paper's benchmarks" in md and "chance (a guess) is 1/4 = 0.25" in md
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "- ExPE M: 0.42 ± 0.05" in summary and "not a paper benchmark; chance 0.25" in summary

@@ -59,7 +59,23 @@ def summary_markdown(config: dict, res: Results, tables: list[Table]) -> str:
         for row in expe_rows:
             lines.append(f"- {row[0]}: {' / '.join(_fmt_est(c) for c in row[1:])}")
         lines.append("")
+    lines += _heldout_lines(by.get("benchmarks"))
     return "\n".join(lines) + "\n"
+
+
+def _heldout_lines(t: Table | None) -> list[str]:
+    """Our own lm-eval task's accuracy per model (never one of the paper's benchmarks), from `benchmarks.md`."""
+    from expe.report.tables import HELDOUT_COLUMN
+
+    if t is None or f"{HELDOUT_COLUMN} acc" not in t.columns:
+        return []
+    j = t.columns.index(f"{HELDOUT_COLUMN} acc")
+    chance = t.rows[0][t.columns.index(f"{HELDOUT_COLUMN} chance")] if t.rows else None
+    lines = [f"{HELDOUT_COLUMN[0].upper()}{HELDOUT_COLUMN[1:]}, lm-eval acc (our own task, not a paper benchmark; "
+             f"chance {chance:.2f}; `benchmarks.md`):" if isinstance(chance, float) else
+             f"{HELDOUT_COLUMN}, lm-eval acc (`benchmarks.md`):", ""]
+    lines += [f"- {row[0]}: {_fmt_est(row[j])}" for row in t.rows]
+    return lines + [""]
 
 
 def index_page(config: dict, tables: list[Table], prov: dict, res: Results, summary: str) -> str:

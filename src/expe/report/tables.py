@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from expe.config import parse_ref
+from expe.evaluation.continuation_task import TASK_LABEL, TASK_NAME as HELDOUT
 from expe.io import ensure_dir, write_json, write_text
 from expe.report import catalog, stats
 from expe.report import paper_numbers as P
@@ -219,13 +220,21 @@ def large_time_refs(rows: dict[str, str], res: Results) -> dict[str, str | None]
 
 
 
-def benchmark_table(rows: dict[str, str], tasks: list[str], res: Results, caption: str) -> Table:
-    names = {"hellaswag": "HellaSwag", "mmlu": "MMLU", "arc_challenge": "ARC", "arc_easy": "ARC-Easy"}
+HELDOUT_COLUMN = f"{TASK_LABEL} (ours)"
+
+
+def benchmark_table(rows: dict[str, str], tasks: list[str], res: Results, caption: str,
+                    heldout: dict[str, int] | None = None) -> Table:
+    """The paper's tasks with a "(paper)" column each; our own heldout_continuation (settings: the
+    config's benchmarks.heldout) with its chance level instead, since the paper never ran it."""
+    names = {"hellaswag": "HellaSwag", "mmlu": "MMLU", "arc_challenge": "ARC", "arc_easy": "ARC-Easy",
+             HELDOUT: HELDOUT_COLUMN}
     cols = ["Model"]
     for task in tasks:
         name = names.get(task, task)
-        cols += [f"{name} acc", f"{name} acc_norm", f"{name} (paper)"]
+        cols += [f"{name} acc", f"{name} acc_norm", f"{name} chance" if task == HELDOUT else f"{name} (paper)"]
     t = Table("benchmarks", "Benchmarks (accuracy, lm-evaluation-harness)", caption, cols)
+    chance = 1 / (heldout or {}).get("choices", 4)
     for label, ref in rows.items():
         model, variant = parse_ref(ref)
         paper = P.BENCHMARKS.get(label)
@@ -241,10 +250,20 @@ def benchmark_table(rows: dict[str, str], tasks: list[str], res: Results, captio
                         res.benchmark_reasons.get((model, variant, "*"))
                     cells.append(why or (f"not reported ({task} has no {metric})" if metric == "acc_norm"
                                          else "not run (no benchmark result)"))
-            cells.append(paper_cell(paper, task))
+            cells.append(chance if task == HELDOUT else paper_cell(paper, task))
         t.add(cells, model=model, variant=variant, source=res.source_of(model, variant, "benchmarks"))
     t.notes.append("ARC is ARC-Challenge; the paper reports one accuracy per task, to two decimals; MMLU has no "
                    "acc_norm in lm-eval.")
+    if HELDOUT in tasks:
+        h = heldout or {}
+        what = (f"{h['items']} items, each a {h['context_tokens']}-token context from a held-out test document and "
+                f"{h['choices']} continuations of {h['continuation_tokens']} tokens (the true next tokens and "
+                f"{h['choices'] - 1} from elsewhere in the held-out text); " if h else "")
+        t.notes.append(f"{TASK_LABEL.capitalize()} (ours) is this package's own task ({HELDOUT}), not one of the "
+                       f"paper's benchmarks and comparable with no number of the paper: {what}chance (a guess) is "
+                       f"1/{round(1 / chance)} = {chance:.2f}. It shows the lm-eval stage working offline; a model "
+                       "blind to its context stays near chance. acc_norm divides each continuation's log-likelihood "
+                       "by its length in bytes (lm-eval's definition).")
     return t
 
 
@@ -524,7 +543,9 @@ def scaling(r: Report) -> Table:
 
 @table("benchmarks")
 def benchmarks(r: Report) -> Table:
-    t = benchmark_table(r.config["tables"]["benchmarks"], r.config["benchmarks"]["tasks"], r.res, r.capL)
+    b = r.config["benchmarks"]
+    heldout = {**b["heldout"], "items": min(b["heldout"]["items"], b["limit"] or b["heldout"]["items"])}  # scored
+    t = benchmark_table(r.config["tables"]["benchmarks"], b["tasks"], r.res, r.capL, heldout)
     return _notes(t, [INTERVAL_NOTE], [])
 
 
