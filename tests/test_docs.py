@@ -110,3 +110,45 @@ def test_every_number_in_the_readme_prose_about_results_is_in_a_committed_table(
     for number in re.findall(r"(?<![\w.])[-+−]?\d+\.\d{2,3}(?![\d])", prose):
         n = number.replace("−", "-")
         assert n in tables or n.lstrip("+-") in tables, f"{number} in README is in no committed table"
+
+
+LOCAL_COPIES = "Running the paper's tasks from local copies"
+
+
+def _local_copies_example() -> str:
+    """The README's worked example of the paper's tasks from a copied cache (in the branch's README
+    draft until it is merged into README.md)."""
+    for path in (REPO / "README.md", *sorted((REPO / "docs" / "readme_drafts").glob("*.md"))):
+        text = path.read_text()
+        if f"### {LOCAL_COPIES}" in text:
+            return re.split(r"\n#{1,3} ", text.split(f"### {LOCAL_COPIES}", 1)[1], maxsplit=1)[0]
+    pytest.fail(f"no '### {LOCAL_COPIES}' section in README.md")
+
+
+@pytest.mark.slow
+def test_the_local_copies_example_dry_runs_offline(tmp_path, monkeypatch):
+    """Its download step names the paper's tasks of the default config, and its offline run of the
+    workflow with the copied cache plans the benchmark jobs (a dry run, without network)."""
+    import ast
+
+    import conftest
+    from expe import config as C
+
+    example = _local_copies_example()
+    paper_tasks = [t for t in C.load(str(REPO / "config" / "config.yaml"))["benchmarks"]["tasks"]
+                   if t != "heldout_continuation"]
+    lines = [ln.strip() for ln in example.splitlines()]
+    download = next(ln for ln in lines if ln.startswith("python -c "))
+    code = shlex.split(download)[2]
+    ast.parse(code)
+    assert re.findall(r"'([a-z_]+)'", code) == paper_tasks
+    fetch = next(shlex.split(c.strip("`")) for c in re.findall(r"`expe benchmark-data[^`]*`", example))
+    assert build_parser().parse_args(fetch[1:]).tasks.split(",") == paper_tasks
+    run = shlex.split(next(ln for ln in lines if " snakemake " in ln))
+    env = dict(w.split("=", 1) for w in run[: run.index("snakemake")])
+    assert env["HF_DATASETS_OFFLINE"] == "1" and env["HF_DATASETS_CACHE"]
+    for k, v in env.items():  # as the example sets them, for Snakemake and every job it would start
+        monkeypatch.setitem(conftest.UNACTIVATED, k, v)
+    r = conftest.smk(*run[run.index("snakemake") + 1 :], "-n", cwd=tmp_path)
+    counts = conftest.job_counts(r.stdout)
+    assert counts["benchmark_data"] == 1 and counts["heldout_task"] == 1 and counts["benchmark"] == 8 * 3
