@@ -6,11 +6,6 @@
 # "not run: dataset unavailable offline" and the workflow goes on.
 
 
-def heldout_task(wildcards=None):
-    """Our task's YAML when benchmarks.tasks lists it (else no input)."""
-    return [PLAN.heldout_task] if PLAN.heldout_task else []
-
-
 rule heldout_task:
     input:
         spec=f"{RES}/specs/heldout_task/{{thash}}.json",
@@ -40,7 +35,7 @@ localrules:
 rule benchmark_data:
     input:
         spec=PLAN.bench_data_spec,
-        task=heldout_task,
+        task=[PLAN.heldout_task] if PLAN.heldout_task else [],  # when benchmarks.tasks lists it
     output:
         PLAN.bench_data,
     resources:
@@ -59,7 +54,7 @@ rule benchmark:
         spec=f"{RES}/specs/benchmark/{{bhash}}.json",
         tokenizer=PLAN.tokenizer,
         data=PLAN.bench_data,
-        task=heldout_task,
+        task=[PLAN.heldout_task] if PLAN.heldout_task else [],  # when benchmarks.tasks lists it
     output:
         f"{RES}/models/{{model}}/{{hash}}/benchmarks/{{bhash}}.json",
     threads: 1
