@@ -139,3 +139,21 @@ def test_the_table_cell_is_lm_evals_own_accuracy_for_that_model_mean_over_seeds(
     assert not any(c.startswith(HELDOUT_COLUMN) and "paper" in c for c in table.columns)
     assert any("not one of the paper's benchmarks" in n for n in table.notes)
     assert own[0]["acc,none"] != own[1]["acc,none"]  # two models, two numbers: the mean and interval are tested
+
+
+@pytest.mark.slow
+def test_the_benchmark_command_runs_a_users_include_path_beside_our_task(data, trained, tmp_path):
+    """The workflow's job settings: benchmarks.include_path (the user's folder) and our task's folder."""
+    tmp, yaml_path = data
+    user = tmp_path / "my_tasks"  # a user's own task: the same items under another name
+    user.mkdir()
+    (user / "my_task.yaml").write_text(yaml_path.read_text().replace(f"task: {TASK_NAME}\n", "task: my_task\n"))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"tasks": ["my_task", TASK_NAME], "num_fewshot": 0, "limit": 20, "batch_size": 8,
+                                "pe": {}, "include_path": str(user), "heldout_task": str(yaml_path.parent)}))
+    out = tmp_path / "b.json"
+    assert main(["benchmark", "--model-dir", str(trained[1][0]), "--tokenizer", str(tmp / "tok.model"),
+                 "--spec-file", str(spec), "--out", str(out)]) == 0
+    t = json.loads(out.read_text())["tasks"]
+    assert t["my_task"]["status"] == t[TASK_NAME]["status"] == "ok"
+    assert t["my_task"]["acc"] == t[TASK_NAME]["acc"] and t[TASK_NAME]["n_samples"] == 20
