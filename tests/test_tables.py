@@ -171,16 +171,21 @@ def test_a_missing_result_gives_a_marked_cell_not_a_crash_and_never_a_number(tmp
     assert diff and diff[0]["ev=1"] == "not run (no per-document result)"
 
 
-def test_paired_differences_find_a_consistent_offset_and_call_a_null_one_not_significant(built):
+def test_paired_differences_find_a_consistent_offset_and_call_a_null_one_equivalent_not_absent(built):
     cfg, out = built
     rows = {(r["Comparison"], r["Metric"]): r for r in read_csv(out / "differences.csv")}
-    s = rows[("Section 4.1: ExPE − Sinusoidal", "loss (non-overlapping)")]
-    assert float(s["ev=1"]) == pytest.approx(4.1 - 4.5) and s["ev=1 significant"] == "True"
-    assert float(s["ev=1 lo"]) <= -0.4 <= float(s["ev=1 hi"])
-    same = rows[("Section 4.2: ExQPE M − ExPE M", "loss (non-overlapping)")]  # identical fixture losses
-    assert float(same["ev=1"]) == 0.0 and same["ev=1 significant"] == "False"
+    s = rows[("ExPE − Sinusoidal", "loss (non-overlapping)")]
+    assert float(s["ev=1"]) == pytest.approx(4.1 - 4.5) and s["ev=1 verdict"] == "A lower (exploratory)"
+    assert float(s["ev=1 lo"]) <= -0.4 <= float(s["ev=1 hi"]) and s["ev=1 seeds"] == "3"
+    assert s["ev=2 verdict"] == "A lower (primary)"  # declared primary in config/smoke.yaml
+    same = rows[("ExQPE M − ExPE M", "loss (non-overlapping)")]  # identical fixture losses
+    assert float(same["ev=1"]) == 0.0 and same["ev=1 verdict"] == "equivalent (±0.02) (exploratory)"
     md = (out / "differences.md").read_text()
-    assert "+0.000 [+0.000, +0.000] n.s." in md
+    assert "+0.000 [+0.000, +0.000] ≈" in md and "lower†" in md
+    prim = read_csv(out / "primary.csv")
+    assert [(r["Comparison"], r["ev"]) for r in prim] == [
+        ("ExPE − RoPE", "2"), ("ExPE − Sinusoidal", "2"), ("ExPE M − Llama M", "2"), ("ExPE M − Llama M", "4"),
+        ("ExPE M scaled by 1/2 − ExPE M", "2")]  # the declared family, in the config's order
 
 
 def test_benchmark_cells_show_the_mean_over_seeds_or_why_not(tmp_path):

@@ -104,7 +104,8 @@ class Plan:
         ev = self.config["eval"]
         return {"variant": variant, "pe": C.variant_pe(self.config, variant), "multiples": ev["multiples"],
                 "max_tokens": ev["max_tokens"], "batch_size": ev["batch_size"], "split": ev["split"],
-                "precision": ev["precision"], "sliding": ev["sliding"] if ev["sliding"]["multiples"] else None}
+                "precision": C.variant_precision(self.config, variant),
+                "sliding": ev["sliding"] if ev["sliding"]["multiples"] else None}
 
     def eval_result(self, model: str, seed: int, variant: str) -> str:
         return f"{self.model_dir(model, seed)}/eval/{digest(self.eval_settings(variant))}.json"

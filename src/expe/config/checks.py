@@ -123,6 +123,17 @@ def _references(config: dict[str, Any]) -> None:
             _entries(config, f"tables.{table}.{row}", [model])
             if variant != "base" and variant not in eval_variants(config, model):
                 raise ConfigError(f"tables.{table}.{row}: variant {variant!r} is not defined for {model} in eval.variants")
+    for i, c in enumerate(config["stats"]["contrasts"]):
+        for side in ("a", "b"):
+            model, variant = parse_ref(c[side])
+            _entries(config, f"stats.contrasts[{i}].{side}", [model])
+            if variant != "base" and variant not in eval_variants(config, model):
+                raise ConfigError(f"stats.contrasts[{i}].{side}: variant {variant!r} is not defined for {model} in "
+                                  "eval.variants")
+        for ev in c["primary"]:
+            if ev not in config["eval"]["multiples"]:
+                raise ConfigError(f"stats.contrasts[{i}].primary: ev={ev} is not evaluated (eval.multiples: "
+                                  f"{config['eval']['multiples']})")
 
 
 def _benchmarks(config: dict[str, Any]) -> None:

@@ -108,6 +108,12 @@ def variant_pe(config: dict[str, Any], variant: str) -> dict[str, Any]:
     return {} if variant == "base" else dict(config["eval"]["variants"][variant]["pe"])
 
 
+def variant_precision(config: dict[str, Any], variant: str) -> str:
+    """The evaluation precision of a variant (eval.precision unless the variant sets one)."""
+    own = None if variant == "base" else config["eval"]["variants"][variant].get("precision")
+    return own or config["eval"]["precision"]
+
+
 def table_models(config: dict[str, Any], tables: tuple[str, ...] | None = None) -> list[str]:
     """The model entries the rows of these tables (default: all) refer to, in row order."""
     out: list[str] = []

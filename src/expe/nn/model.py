@@ -45,6 +45,17 @@ class ModelConfig:
         return asdict(self)
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout whose CPU mask is drawn with torch.rand and applied as one float multiply: about 1.4x
+    faster than bernoulli_ forward and backward on CPU (bench/train_speed.py); CUDA keeps the fused kernel."""
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0 or x.is_cuda:
+            return super().forward(x)
+        mask = (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        return x * mask
+
+
 class RMSNorm(nn.Module):
     def __init__(self, d: int, eps: float):
         super().__init__()
@@ -66,7 +77,7 @@ class Attention(nn.Module):
         d, bias = cfg.d_model, cfg.arch == "gpt"
         self.n_head, self.dropout = cfg.n_head, cfg.dropout
         self.wq, self.wk, self.wv, self.wo = (nn.Linear(d, d, bias=bias) for _ in range(4))
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.resid_dropout = Dropout(cfg.dropout)
 
     def forward(self, h_qk: torch.Tensor, h_v: torch.Tensor, pe: PositionalEncoding, ctx: Any = None) -> torch.Tensor:
         B, T, d = h_qk.shape
@@ -106,7 +117,7 @@ class MLP(nn.Module):
             self.w1, self.w3, self.w2 = nn.Linear(d, h, bias=False), nn.Linear(d, h, bias=False), nn.Linear(h, d, bias=False)
         else:
             self.w1, self.w2 = nn.Linear(d, h), nn.Linear(h, d)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x):
         if self.llama:
@@ -132,7 +143,7 @@ class Transformer(nn.Module):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pe = build_encoding(cfg.pe, cfg)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm_f = norm(cfg)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
@@ -159,12 +170,23 @@ class Transformer(nn.Module):
             x = block(x, self.pe, ctx)
         return self.norm_f(x)
 
+    LOSS_CHUNK = 512  # tokens per piece of the per-token loss: its logits stay in cache at any window length
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"):
-        logits = self.lm_head(self.hidden_states(idx))
+        """logits; with targets, (logits, mean loss), or (None, per-token loss) for reduction="none": the
+        per-token loss (evaluation, probes) is computed in pieces of LOSS_CHUNK tokens, never holding the
+        logits of a whole long window (at 64 x L they are hundreds of MB and every pass misses the cache)."""
+        h = self.hidden_states(idx)
         if targets is None:
-            return logits
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction=reduction)
-        return logits, (loss if reduction == "mean" else loss.view(targets.shape))
+            return self.lm_head(h)
+        if reduction == "none":
+            flat, tgt = h.flatten(0, 1), targets.flatten()
+            loss = torch.cat([F.cross_entropy(self.lm_head(flat[a : a + self.LOSS_CHUNK]).float(),
+                                              tgt[a : a + self.LOSS_CHUNK], reduction="none")
+                              for a in range(0, flat.shape[0], self.LOSS_CHUNK)])
+            return None, loss.view(targets.shape)
+        logits = self.lm_head(h)
+        return logits, F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
     def param_counts(self) -> dict[str, int]:
         total = sum(p.numel() for p in self.parameters())  # tied weights counted once

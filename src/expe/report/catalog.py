@@ -3,40 +3,57 @@ builders in tables.py / plots.py / beyond.py are keyed by these). Light: no matp
 
 from expe.report import paper_numbers as P
 
-TABLES = ("section41", "ablations", "large", "scaling", "benchmarks", "hyperparameters", "differences", "context",
-          "sliding", "speed")
+TABLES = ("section41", "ablations", "large", "scaling", "benchmarks", "hyperparameters", "primary", "differences",
+          "context", "sliding", "speed")
 PLOTS = ("loss_vs_length", "per_position", "context", "training_curves", "position_values")
 BEYOND_TABLES = ("retrieval", "passkey", "precision", "precision_training", "position_values")
 BEYOND_PLOTS = ("retrieval", "passkey", "precision")
 
 
 # The paper tables drawn as loss-vs-length panels: title and the paper's numbers of each.
-TABLE_TITLES = {"section41": ("Section 4.1", P.SECTION41), "ablations": ("Ablations (Table 7)", P.ABLATIONS),
-                "large": ("Section 4.2 (Llama architecture)", P.LARGE), "scaling": ("Section 4.3", P.SCALING)}
+TABLE_TITLES = {"section41": ("Section 4.1", P.SECTION41), "ablations": ("Table 7 ablations", P.ABLATIONS),
+                "large": ("Section 4.2 (Llama architecture)", P.LARGE), "scaling": ("Section 4.3 scaling", P.SCALING)}
 
 
 def panels(config: dict) -> list[tuple[str, str, dict[str, str], dict]]:
-    """(file key, title, rows label -> ref, the paper's values): one panel per paper table; the title
-    names the config's rows that are not the paper's ("+ NoPE, ALiBi"). The scaling table is split in
-    two (ExPE/ExQPE with the scale swept; RoPE variants and the other baselines) so lines stay apart."""
+    """(file key, title, rows label -> ref, the paper's values): one single-column figure per paper table;
+    the title names the config's rows that are not the paper's ("+ NoPE, ALiBi")."""
     out = []
     for table, (title, paper) in TABLE_TITLES.items():
         rows = config["tables"].get(table, {})
         if not rows:
             continue
-        if table == "scaling":
-            expe = {k: v for k, v in rows.items() if "ExPE" in k or "ExQPE" in k}
-            rest = {k: v for k, v in rows.items() if k not in expe}
-            if expe:
-                out.append(("scaling_expe", "Section 4.3: ExPE / ExQPE, scale swept", expe, paper))
-            if rest:
-                out.append(("scaling_baselines", "Section 4.3: RoPE variants and baselines", rest, paper))
-            continue
         extra = [label for label in rows if label not in paper]
-        if extra and table == "section41":
+        if extra and table != "scaling":
             title = f"{title} (+ {', '.join(extra)})"
         out.append((table, title, rows, paper))
     return out
+
+
+def series_groups(rows: dict[str, str], most: int = 5) -> list[dict[str, str]]:
+    """The rows of a table in panels of at most `most` lines: a model and its inference-time variants stay
+    together (the scaling table: ExPE M with its scales, Llama M with PI/NTK/YaRN/DCA); a run of distinct
+    models is split into panels of nearly equal size (6 rows: 3 + 3)."""
+    units: list[list[tuple[str, str]]] = []  # a model with its variants, or a run of plain models
+    for label, ref in rows.items():
+        last = units[-1] if units else None
+        same_model = last and last[-1][1].split("@")[0] == ref.split("@")[0]
+        plain_run = last and "@" not in ref and all("@" not in r for _, r in last) and \
+            not any(r2.split("@")[0] == ref.split("@")[0] for _, r2 in last)
+        if same_model or (plain_run and not _has_variants(rows, ref) and not any(_has_variants(rows, r) for _, r in last)):
+            last.append((label, ref))
+        else:
+            units.append([(label, ref)])
+    out: list[dict[str, str]] = []
+    for u in units:
+        n = -(-len(u) // most)  # panels for this unit, as equal as possible
+        size = -(-len(u) // n)
+        out += [dict(u[i : i + size]) for i in range(0, len(u), size)]
+    return out
+
+
+def _has_variants(rows: dict[str, str], ref: str) -> bool:
+    return any(r.startswith(ref.split("@")[0] + "@") for r in rows.values())
 
 
 def plot_names(config: dict) -> list[str]:

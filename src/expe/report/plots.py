@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 from expe.config import parse_ref  # noqa: E402
 from expe.io import atomic_path, ensure_dir  # noqa: E402
 from expe.report import paper_numbers as P  # noqa: E402
-from expe.report.catalog import panels  # noqa: E402
+from expe.report.catalog import panels, series_groups  # noqa: E402
 from expe.report.results import Results  # noqa: E402
 from expe.report.stats import half_width  # noqa: E402
 
@@ -55,117 +55,145 @@ def seed_summary(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 def _empty(ax, title: str) -> None:
     ax.text(0.5, 0.5, "not run: no results", ha="center", va="center", transform=ax.transAxes)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=8)
 
 
 def legend(ax, **kw) -> None:
-    ax.legend(fontsize=7, frameon=False, handlelength=2.6, **kw)
+    """7 pt, on a translucent white box so lines beneath stay visible and the text readable."""
+    kw.setdefault("framealpha", 0.75)
+    ax.legend(fontsize=7, frameon=True, edgecolor="none", handlelength=2.4, borderpad=0.3, labelspacing=0.25, **kw)
 
 
-def _loss_panel(ax, df: pd.DataFrame, rows: dict, paper: dict, title: str, legend_size: float = 7) -> bool:
-    drawn, twin = False, None
+def _finish(ax, title: str, xlabel: str, ylabel: str, log2: bool = True) -> None:
+    if log2:
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=8)
+    legend(ax, loc="best")
+
+
+def _grid(n_rows: int, n_cols: int, height: float = 2.1, width: float = 7.2):
+    """A figure of n_rows x n_cols panels at a paper's double-column width, 7-8 pt text."""
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, height * n_rows), squeeze=False)
+    return fig, axes
+
+
+def _loss_series(df: pd.DataFrame, ref: str, ratio: bool) -> pd.DataFrame:
+    """Mean over seeds with a 95% t band, of the loss at each ev or of its ratio to the model's ev=1 loss
+    (per seed, then over seeds)."""
+    m, v = parse_ref(ref)
+    g = df[(df.model == m) & (df.variant == v)]
+    if ratio and not g.empty:
+        one = g[g.ev == 1].set_index("seed")["value"]
+        g = g.assign(value=g["value"].values / one.reindex(g["seed"]).values).dropna(subset=["value"])
+    return seed_summary(g, ["ev"]).sort_values("ev") if not g.empty else g
+
+
+def _loss_panel(ax, df: pd.DataFrame, rows: dict, paper: dict, title: str, ratio: bool) -> bool:
+    """Our loss (or its ratio to ev=1) against length; with ratio, the paper's ratios on the same axis
+    as hollow markers (the paper's absolute losses are at another scale: only shapes compare)."""
+    drawn = False
     for i, (label, ref) in enumerate(rows.items()):
-        m, v = parse_ref(ref)
-        g = seed_summary(df[(df.model == m) & (df.variant == v)], ["ev"]).sort_values("ev")
-        if g.empty:
+        s = _loss_series(df, ref, ratio)
+        if s.empty:
             continue
         st = style(i)
-        band(ax, g["ev"], g, st, label)
-        if label in paper:
-            twin = twin or ax.twinx()
+        band(ax, s["ev"], s, st, label)
+        if ratio and label in paper and 1 in paper[label]:
             pk = sorted(k for k in paper[label] if isinstance(k, int))
-            twin.plot(pk, [paper[label][k] for k in pk], ls=":", lw=0.8, marker=st["marker"], mfc="none",
-                      mec=st["color"], color=st["color"], ms=5, mew=0.9)
+            ax.plot(pk, [paper[label][k] / paper[label][1] for k in pk], ls=":", lw=0.8, marker=st["marker"],
+                    mfc="none", mec=st["color"], color=st["color"], ms=5, mew=0.9)
         drawn = True
     if not drawn:
         _empty(ax, title)
         return False
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("evaluation length / training length (ev)")
-    ax.set_ylabel("our loss (nats)")
-    ax.set_title(title, fontsize=9)
     ax.axvline(1, color="grey", ls=":", lw=0.8)
-    if twin is not None:
-        twin.set_ylabel("paper's loss (hollow markers)", fontsize=7, color="grey")
-        twin.tick_params(labelsize=7, colors="grey")
-        twin.grid(False)
-    ax.legend(fontsize=legend_size, frameon=False, handlelength=2.6, loc="upper left")
+    if ratio:
+        ax.axhline(1, color="grey", lw=0.6)
+    _finish(ax, title, "evaluation length / L (ev)", "loss / loss at ev=1" if ratio else "loss (nats)")
     return True
 
 
 def loss_vs_length(config: dict, res: Results, out: Path) -> None:
-    """Overview figure of every table, and one single-column figure per table (for a paper)."""
+    """Overview (every table, our absolute losses, one row per table) and one single-column figure per
+    paper table: our loss relative to ev=1 beside the paper's, on one axis, at most 5 lines per panel."""
     df = res.df[res.df.metric == "loss"]
     pans = panels(config)
-    cols = 3
-    nrows = -(-len(pans) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.5 * nrows), squeeze=False)
-    for ax, (_, title, rows, paper) in zip(axes.flat, pans):
-        _loss_panel(ax, df, rows, paper, title)
-    for i, ax in enumerate(list(axes.flat)[len(pans):]):
-        ax.axis("off")
-        if i == 0:  # the note once, in the first free cell
-            ax.text(0, 0.5, "Lines: our loss, mean over seeds,\nwith 95% t bands (left axis).\nHollow markers, dotted: the\n"
-                    "paper's published values at its own\nscale (right axis), for the shape.", fontsize=8, va="center")
-    fig.suptitle("Loss against evaluation length", fontsize=10)
+    groups = [(key, title, series_groups(rows), paper) for key, title, rows, paper in pans]
+    ncol = max((len(g) for _, _, g, _ in groups), default=1)
+    fig, axes = _grid(len(groups), ncol)
+    for r, (_, title, gs, paper) in enumerate(groups):
+        for c in range(ncol):
+            if c < len(gs):
+                short = title.split(" (")[0]  # the legend names the rows
+                _loss_panel(axes[r, c], df, gs[c], paper, short if len(gs) == 1 else f"{short} ({c + 1}/{len(gs)})",
+                            ratio=False)
+            else:
+                axes[r, c].axis("off")
+    fig.suptitle("Our loss against evaluation length: mean over seeds, 95% t bands", fontsize=9)
     fig.tight_layout()
     save(fig, out, "loss_vs_length")
-    for key, title, rows, paper in pans:
-        fig, ax = plt.subplots(figsize=(3.5, 2.9))
-        _loss_panel(ax, df, rows, paper, title, legend_size=5.5)
+    for key, title, gs, paper in groups:
+        fig, axes = plt.subplots(len(gs), 1, figsize=(3.5, 2.3 * len(gs)), squeeze=False, sharex=True)
+        for i, g in enumerate(gs):
+            _loss_panel(axes[i, 0], df, g, paper, title if len(gs) == 1 else f"{title} ({i + 1}/{len(gs)})", ratio=True)
+        fig.text(0.5, -0.01, "lines: ours (95% seed bands); hollow markers, dotted: the paper's", ha="center",
+                 fontsize=7)
         fig.tight_layout()
         save(fig, out, f"loss_vs_length_{key}")
 
 
 def per_position(config: dict, res: Results, out: Path) -> None:
     pp = pd.DataFrame(res.per_position)
-    pans = panels(config)
-    cols = 3
-    nrows = -(-len(pans) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.4 * nrows), squeeze=False)
-    for ax, (_, title, rows, _) in zip(axes.flat, pans):
-        drawn, ev = False, None
-        for i, (label, ref) in enumerate(rows.items()):
-            m, v = parse_ref(ref)
-            g = pp[(pp.model == m) & (pp.variant == v)] if not pp.empty else pp
-            if g.empty:
+    groups = [(title, series_groups(rows)) for _, title, rows, _ in panels(config)]
+    ncol = max((len(g) for _, g in groups), default=1)
+    fig, axes = _grid(len(groups), ncol)
+    for r, (title, gs) in enumerate(groups):
+        for c in range(ncol):
+            ax = axes[r, c]
+            if c >= len(gs):
+                ax.axis("off")
                 continue
-            ev = max((e for e in g.ev.unique() if e <= 16), default=g.ev.max())
-            g = g[g.ev == ev].rename(columns={"loss": "value"}).copy()
-            L = int(g["train_length"].iloc[0])
-            g["bin"] = g["position_start"] // max(1, L // 2)  # the tidy bins of L/8, plotted in bins of L/2
-            g = g.groupby(["seed", "bin"], as_index=False)["value"].mean()
-            s = seed_summary(g, ["bin"]).sort_values("bin")
-            st = {**style(i), "marker": None}
-            x = (s["bin"] + 0.5) / 2
-            band(ax, x, s, st, label)
-            drawn = True
-        if not drawn:
-            _empty(ax, title)
-            continue
-        ax.axvline(1, color="grey", ls=":", lw=0.8)
-        ax.set_xlabel("position in the window / L")
-        ax.set_ylabel("loss (nats), bins of L/2")
-        ax.set_title(f"{title}, ev={int(ev)}", fontsize=9)
-        legend(ax, loc="upper left")
-    for ax in list(axes.flat)[len(pans):]:
-        ax.axis("off")
-    fig.suptitle("Per-position loss along a window of 16 L (dotted: the training length L); 95% seed bands",
-                 fontsize=10)
+            drawn, ev = False, None
+            for i, (label, ref) in enumerate(gs[c].items()):
+                m, v = parse_ref(ref)
+                g = pp[(pp.model == m) & (pp.variant == v)] if not pp.empty else pp
+                if g.empty:
+                    continue
+                ev = max((e for e in g.ev.unique() if e <= 16), default=g.ev.max())
+                g = g[g.ev == ev].rename(columns={"loss": "value"}).copy()
+                L = int(g["train_length"].iloc[0])
+                g["bin"] = g["position_start"] // max(1, L // 2)  # the tidy bins of L/8, drawn in bins of L/2
+                g = g.groupby(["seed", "bin"], as_index=False)["value"].mean()
+                s = seed_summary(g, ["bin"]).sort_values("bin")
+                band(ax, (s["bin"] + 0.5) / 2, s, {**style(i), "marker": None}, label)
+                drawn = True
+            name = title if len(gs) == 1 else f"{title} ({c + 1}/{len(gs)})"
+            if not drawn:
+                _empty(ax, name)
+                continue
+            ax.axvline(1, color="grey", ls=":", lw=0.8)
+            _finish(ax, f"{name}, ev={int(ev)}", "position in the window / L", "loss (nats), bins of L/2", log2=False)
+    fig.suptitle("Per-position loss along a window of 16 L (dotted: the training length); 95% seed bands", fontsize=9)
     fig.tight_layout()
     save(fig, out, "per_position")
 
 
 def context(config: dict, res: Results, out: Path) -> None:
-    """Left: sliding-window loss (same tokens at every ev). Right: loss on positions >= L minus < L."""
+    """Top: sliding-window loss (the same tokens at every ev). Bottom: loss on positions >= L minus < L."""
     df = res.df
-    tables = [("section41", "Section 4.1"), ("large", "Section 4.2")]
-    fig, axes = plt.subplots(1, 4, figsize=(14.4, 3.4))
-    for col, (table, title) in enumerate(tables):
-        for j, (metric, what) in enumerate((("sliding_loss", "sliding-window loss"), ("gap", "loss ≥L − loss <L"))):
-            ax = axes[2 * col + j]
+    gs = [(f"{title}" if len(g) == 1 else f"{title} ({i + 1}/{len(g)})", grp)
+          for key, title, rows, _ in panels(config) if key in ("section41", "large")
+          for g in [series_groups(rows)] for i, grp in enumerate(g)]
+    fig, axes = _grid(2, max(1, len(gs)))
+    for c, (title, rows) in enumerate(gs):
+        for r, (metric, what) in enumerate((("sliding_loss", "sliding-window loss (nats)"),
+                                            ("gap", "loss ≥L − loss <L (nats)"))):
+            ax = axes[r, c]
             drawn = False
-            for i, (label, ref) in enumerate(config["tables"][table].items()):
+            for i, (label, ref) in enumerate(rows.items()):
                 m, v = parse_ref(ref)
                 sel = df[(df.model == m) & (df.variant == v)]
                 if metric == "gap":
@@ -180,50 +208,51 @@ def context(config: dict, res: Results, out: Path) -> None:
                 band(ax, s["ev"], s, style(i), label)
                 drawn = True
             if not drawn:
-                _empty(ax, f"{title}: {what}")
+                _empty(ax, title)
                 continue
             if metric == "gap":
                 ax.axhline(0, color="grey", lw=0.8)
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("ev")
-            ax.set_ylabel("nats")
-            ax.set_title(f"{title}: {what}", fontsize=9)
-            legend(ax, loc="best")
-    fig.suptitle("Context-controlled views: sliding windows score the same tokens at every ev (lower = the extra "
-                 "context is used); the gap is the loss beyond the training length minus within it", fontsize=9)
+            _finish(ax, title, "ev", what)
+    fig.suptitle("Top: sliding windows score the same tokens at every ev (lower: the extra context is used).\n"
+                 "Bottom: the loss beyond the training length minus the loss within it", fontsize=8)
     fig.tight_layout()
     save(fig, out, "context")
 
 
 def training_curves(config: dict, res: Results, out: Path) -> None:
-    labels = {}
-    for rows in config["tables"].values():
-        for label, ref in rows.items():
-            m, v = parse_ref(ref)
-            if v == "base":
-                labels.setdefault(m, label)
-    archs: dict[str, list[str]] = {}
-    for m, entry in config["models"].items():
-        archs.setdefault(entry["architecture"], []).append(m)
-    fig, axes = plt.subplots(1, len(archs), figsize=(4.4 * len(archs), 3.4), squeeze=False)
-    for ax, (arch, models) in zip(axes[0], archs.items()):
+    """Training loss against training tokens, per architecture (at most 5 models a panel), mean over seeds
+    with a 95% t band, smoothed over 25 logged steps."""
+    from expe.config import labels as model_labels
+
+    labels = model_labels(config)
+    panels_: list[tuple[str, list[str]]] = []
+    for arch in dict.fromkeys(e["architecture"] for e in config["models"].values()):
+        models = [m for m, e in config["models"].items() if e["architecture"] == arch]
+        n = -(-len(models) // 5)
+        size = -(-len(models) // n)
+        panels_ += [(f"architecture {arch}" + (f" ({i // size + 1}/{n})" if n > 1 else ""), models[i : i + size])
+                    for i in range(0, len(models), size)]
+    ncol = min(3, len(panels_))
+    fig, axes = _grid(-(-len(panels_) // ncol), ncol, height=2.3)
+    for ax, (title, models) in zip(axes.flat, panels_):
         for i, m in enumerate(models):
-            curves = []
+            rows = []
             for seed, d in res.index["models"].get(m, {}).items():
                 p = res.path(f"{d}/metrics.jsonl")
                 if p.exists():
                     f = pd.DataFrame([json.loads(x) for x in p.read_text().splitlines() if x])
-                    curves.append(f.set_index("tokens")["loss"].rolling(25, min_periods=1).mean())
-            if not curves:
+                    f["value"] = f["loss"].rolling(25, min_periods=1).mean()
+                    rows.append(f.assign(seed=seed)[["seed", "tokens", "value"]])
+            if not rows:
                 continue
-            c = pd.concat(curves, axis=1)
-            ax.plot(c.index, c.mean(axis=1), label=labels.get(m, m), color=COLORS[i % 10], ls=DASHES[i % len(DASHES)], lw=1.1)
-        ax.set_title(f"architecture {arch}", fontsize=9)
-        ax.set_xlabel("training tokens")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))  # 400k, not 400000 run into its neighbours
-        ax.set_ylabel("training loss (smoothed, mean over seeds)")
-        legend(ax, loc="upper right")
-    fig.suptitle("Training loss", fontsize=9)
+            s = seed_summary(pd.concat(rows), ["tokens"]).sort_values("tokens")
+            band(ax, s["tokens"], s, {**style(i), "marker": None}, labels.get(m, m))
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))  # 400k, not 400000
+        _finish(ax, title, "training tokens", "training loss (nats)", log2=False)
+    for ax in list(axes.flat)[len(panels_):]:
+        ax.axis("off")
+    fig.suptitle("Training loss (smoothed over 25 steps), mean over seeds with 95% t bands", fontsize=9)
     fig.tight_layout()
     save(fig, out, "training_curves")
 
@@ -237,7 +266,7 @@ def position_values(out: Path, seq_len: int = 512, d_model: int = 1024, extent: 
 
     from expe.nn.encodings import ExPE, ExQPE
 
-    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.5))
+    fig, axes = plt.subplots(1, 3, figsize=(7.2, 2.6))
     counts: dict[str, Any] = {}
     n0 = 4 * seq_len - 24
     zoom = np.arange(n0, n0 + 48)
@@ -254,7 +283,7 @@ def position_values(out: Path, seq_len: int = 512, d_model: int = 1024, extent: 
             axes[0].plot(zoom, v[zoom].mean(1).numpy(), color=COLORS[1], lw=1.2, label="ExQPE mean of l dims, fp32")
             axes[0].step(zoom, b[zoom].mean(1).numpy(), color=COLORS[1], ls=":", where="post", lw=1.6,
                          label="ExQPE mean of l dims, bf16")
-    axes[0].set_title(f"positions near 4L (L = {seq_len}, d = {d_model})", fontsize=9)
+    axes[0].set_title(f"positions near 4L (L = {seq_len}, d = {d_model})", fontsize=8)
     axes[0].set_xlabel("position n")
     axes[0].set_ylabel("value written into the first l dims")
     legend(axes[0], loc="upper left")
@@ -273,10 +302,10 @@ def position_values(out: Path, seq_len: int = 512, d_model: int = 1024, extent: 
         ax.set_ylim(0, bucket * 1.15)
         ax.set_xlabel("position / L")
         ax.set_ylabel(f"distinct values per {bucket} positions")
-        ax.set_title(f"L = {L}" + (" (the paper's)" if L == seq_len else " (this run)"), fontsize=9)
+        ax.set_title(f"L = {L}" + (" (the paper's)" if L == seq_len else " (this run)"), fontsize=8)
         legend(ax, loc="lower left")
     fig.suptitle("ExPE's p_n = S + θn merges neighbouring positions once cast to bf16; ExQPE's round-robin "
-                 "counter keeps them apart", fontsize=9)
+                 "counter keeps them apart", fontsize=8)
     fig.tight_layout()
     save(fig, out, "position_values")
     return counts
@@ -285,8 +314,9 @@ def position_values(out: Path, seq_len: int = 512, d_model: int = 1024, extent: 
 def build_plots(config: dict, index_path: str | Path, out_dir: str | Path) -> None:
     res = Results(index_path)
     out = ensure_dir(out_dir)
-    plt.rcParams.update({"font.size": 8, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-                         "axes.spines.right": False})
+    plt.rcParams.update({"font.size": 7, "axes.titlesize": 8, "axes.labelsize": 7, "xtick.labelsize": 7,
+                         "ytick.labelsize": 7, "legend.fontsize": 7, "axes.grid": True, "grid.alpha": 0.3,
+                         "axes.spines.top": False, "axes.spines.right": False})
     loss_vs_length(config, res, out)
     per_position(config, res, out)
     context(config, res, out)

@@ -35,7 +35,21 @@ class Paper:
 
 @dataclass
 class Diff:
-    d: stats.Difference
+    """A paired difference A - B over seeds (stats.SeedDifference) with its verdict; `primary` cells belong
+    to the declared family and carry Holm's adjusted p."""
+
+    d: stats.SeedDifference
+    verdict: str
+    primary: bool = False
+    p_holm: float | None = None
+    tost_p: float | None = None
+
+    SHORT = {"A lower": "lower", "A higher": "higher", "inconclusive": "inconclusive"}
+
+    @property
+    def mark(self) -> str:
+        v = self.SHORT.get(self.verdict, "≈" if self.verdict.startswith("equivalent") else self.verdict)
+        return v + ("†" if self.primary else "")
 
 
 Cell = Est | Paper | Diff | float | int | str | None
@@ -77,8 +91,9 @@ class Table:
             return f"{c.mean:.{self.digits}f} ± {c.half:.{self.digits}f}"
         if isinstance(c, Diff):
             d = c.d
-            s = f"{d.mean:+.{self.digits}f} [{d.lo:+.{self.digits}f}, {d.hi:+.{self.digits}f}]"
-            s += "" if d.significant else " n.s."
+            s = f"{d.mean:+.{self.digits}f}" + (f" [{d.lo:+.{self.digits}f}, {d.hi:+.{self.digits}f}]" if d.lo is not None
+                                                else " (1 seed)")
+            s += f" {c.mark}"
             return _esc(s) if tex else s
         if isinstance(c, float):
             return f"{c:.{self.digits}f}"
@@ -114,7 +129,7 @@ class Table:
                 header += [col, f"{col} ci95", f"{col} seeds"]
                 kinds.append("est")
             elif any(isinstance(c, Diff) for c in cells):
-                header += [col, f"{col} lo", f"{col} hi", f"{col} significant"]
+                header += [col, f"{col} lo", f"{col} hi", f"{col} seeds", f"{col} p", f"{col} p_holm", f"{col} verdict"]
                 kinds.append("diff")
             else:
                 header.append(col)
@@ -130,8 +145,9 @@ class Table:
                     out += ([c.mean, "" if c.half is None else c.half, c.n] if isinstance(c, Est) else
                             [self._plain(c), "", ""])
                 elif kind == "diff":
-                    out += ([c.d.mean, c.d.lo, c.d.hi, c.d.significant] if isinstance(c, Diff) else
-                            [self._plain(c), "", "", ""])
+                    out += ([c.d.mean, c.d.lo, c.d.hi, c.d.n_seeds, c.d.p, c.p_holm, c.verdict + (" (primary)" if c.primary
+                                                                                         else " (exploratory)")]
+                            if isinstance(c, Diff) else [self._plain(c), "", "", "", "", "", ""])
                 else:
                     out.append(self._plain(c))
             w.writerow(out + [key.get("model", ""), key.get("variant", ""), key.get("source", "")])

@@ -189,18 +189,10 @@ class Results:
             sel &= df.ev == ev
         return df.loc[sel, "value"]
 
-    def doc_matrix(self, model: str, variant: str, metric: str, ev: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """(seeds, docs) arrays of loss sums and token counts, for the paired bootstrap."""
-        seeds = [s for s in self.seeds(model) if (model, s, variant, metric, ev) in self.per_doc]
-        if not seeds:
-            return np.zeros((0, 0)), np.zeros((0, 0)), []
-        docs = sorted(set().union(*(self.per_doc[(model, s, variant, metric, ev)] for s in seeds)))
-        sums = np.zeros((len(seeds), len(docs)))
-        counts = np.zeros((len(seeds), len(docs)))
-        for i, s in enumerate(seeds):
-            for j, d in enumerate(docs):
-                sums[i, j], counts[i, j] = self.per_doc[(model, s, variant, metric, ev)].get(d, (0.0, 0))
-        return sums, counts, seeds
+    def seed_docs(self, model: str, variant: str, metric: str, ev: int) -> dict[int, dict[int, tuple[float, int]]]:
+        """seed id -> document id -> (loss sum, tokens): what paired differences pair by (stats.py)."""
+        return {int(s): self.per_doc[(model, s, variant, metric, ev)] for s in self.seeds(model)
+                if (model, s, variant, metric, ev) in self.per_doc}
 
     def model_config(self, model: str) -> dict | None:
         for (m, _), cfg in sorted(self.model_configs.items()):

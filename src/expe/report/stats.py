@@ -161,7 +161,12 @@ def paired_seed_difference(a: Runs, b: Runs, *, min_seeds: int = 2, secondary: b
     d = np.array(list(per_seed.values()))
     n_docs = min(len(ids) for ids, _ in al.values())
     iv = t_interval(d)
-    p = float(sps.ttest_1samp(d, 0.0).pvalue) if len(d) > 1 else None
+    if len(d) < 2:
+        p = None
+    elif np.ptp(d) == 0:  # identical per-seed differences (fixtures, a model against itself): no variance to test
+        p = 1.0 if d[0] == 0 else 0.0
+    else:
+        p = float(sps.ttest_1samp(d, 0.0).pvalue)
     doc_lo = doc_hi = None
     if secondary:
         doc_lo, doc_hi = doc_bootstrap(a, b, n_boot=n_boot, seed=seed, min_seeds=min_seeds)
@@ -216,6 +221,9 @@ def tost(per_seed_diffs: Mapping[int, float] | Sequence[float], margin: float, a
     d = np.asarray(list(vals), dtype=float)
     if len(d) < 2:
         return Equivalence(None, False, margin, len(d))
+    if np.ptp(d) == 0:  # no variance: equivalent exactly when the constant difference is inside the margin
+        p = 0.0 if abs(d[0]) < margin else 1.0
+        return Equivalence(p, p < alpha, margin, len(d))
     p = float(ttost_paired(d, np.zeros_like(d), -margin, margin)[0])  # same as on the two per-seed means
     return Equivalence(p, p < alpha, margin, len(d))
 

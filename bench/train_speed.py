@@ -1,0 +1,198 @@
+"""Training and evaluation speed at the default shapes, against this machine's own limit, side by side.
+
+Prints, in one process (every comparison interleaved, median of repeats):
+1. the machine's fp32 matmul rate (a GEMM microbenchmark at 1024^3 and at each model's output-head
+   shape), the ceiling the ratios below are taken against;
+2. per shape (cpu-small, cpu-S, cpu-M at T = 64, batch 16, vocabulary 2048; the recall study's shape)
+   and thread count (1, 2): tokens/s and GFLOP/s of a full training step (forward, backward, clip,
+   AdamW), and their ratio to the GEMM rate, for
+     before    nn.Dropout (bernoulli_), for-loop AdamW (the package before this change)
+     after     the package now: dropout mask by torch.rand, fused AdamW
+     compiled  `after` under torch.compile (with the time the first step took to compile)
+     5 seeds   five seeds of `after` as one vmap-batched model (torch.func), per seed
+3. the evaluation forward at 1 ... 64 x L: tokens/s and the time per token relative to 1x, beside the
+   growth of the FLOPs per token (the attention's own share grows with the window).
+
+    python bench/train_speed.py                  # everything (about 10 minutes)
+    python bench/train_speed.py --quick          # fewer repeats, no compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from expe import config as C
+from expe.nn import model as M
+from expe.training.loop import build_model, make_optimizer
+from expe.training.speed import machine
+
+SHAPES = {  # name: (model entry of config/config.yaml, vocabulary, batch)
+    "cpu-small (ExPE)": ("expe", 2048, 16),
+    "cpu-S (ExPE S)": ("expe_s", 2048, 16),
+    "cpu-M (ExPE M)": ("expe_m", 2048, 16),
+    "recall (cpu-S, V=64, B=32)": ("expe_s", 64, 32),
+}
+
+
+def gemm_rate(m: int, k: int, n: int, repeats: int = 20) -> float:
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(3):
+        a @ b
+    t = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        t.append(time.perf_counter() - t0)
+    return 2 * m * k * n / statistics.median(t) / 1e9
+
+
+def step_fn(spec, vocab, batch, variant, seed=0):
+    """One training step of `spec` at (batch, L) as the package runs it, in one of the variants."""
+    torch.manual_seed(seed)
+    model, tcfg = build_model(spec, vocab)
+    if variant == "before":
+        for name, mod in list(model.named_modules()):
+            for child, sub in list(mod.named_children()):
+                if isinstance(sub, M.Dropout):
+                    setattr(mod, child, nn.Dropout(sub.p))
+    model.train()
+    opt = make_optimizer(model, tcfg, torch.device("cpu"), fused=variant != "before")
+    fn = torch.compile(model) if variant == "compiled" else model
+    x = torch.from_numpy(np.random.default_rng(seed).integers(0, vocab, (batch, tcfg.seq_len + 1)))
+
+    def step():
+        _, loss = fn(x[:, :-1], x[:, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step, model
+
+
+def ensemble_step(spec, vocab, batch, seeds=5):
+    """`seeds` copies of the model trained as one vmap-batched model (torch.func.stack_module_state)."""
+    from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+    models = []
+    for s in range(seeds):
+        torch.manual_seed(s)
+        models.append(build_model(spec, vocab)[0].train())
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+    grad = vmap(grad_and_value(lambda p, b, x, y: functional_call(base, (p, b), (x, y))[1]), randomness="different")
+    opt = torch.optim.AdamW(list(params.values()), lr=1e-3, fused=True)
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, vocab, (seeds, batch, spec["train"]["seq_len"] + 1)))
+
+    def step():
+        grads, _ = grad(params, buffers, x[:, :, :-1], x[:, :, 1:])
+        for k, p in params.items():
+            p.grad = grads[k]
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def timed(step, n):
+    t = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        step()
+        t.append(time.perf_counter() - t0)
+    return statistics.median(t)
+
+
+def training(spec, vocab, batch, threads, repeats, steps, compile_):
+    torch.set_num_threads(threads)
+    variants = ["before", "after"] + (["compiled"] if compile_ else [])
+    steps_of, compile_s = {}, None
+    for v in variants:
+        t0 = time.perf_counter()
+        steps_of[v] = step_fn(spec, vocab, batch, v)[0]
+        steps_of[v]()
+        if v == "compiled":
+            compile_s = time.perf_counter() - t0
+        steps_of[v]()
+    times = {v: [] for v in variants}
+    for r in range(repeats):  # interleaved, alternating order
+        for v in variants if r % 2 == 0 else variants[::-1]:
+            times[v].append(timed(steps_of[v], steps))
+    ens = ensemble_step(spec, vocab, batch)
+    ens()
+    ens_t = statistics.median(timed(ens, 2) for _ in range(max(2, repeats // 2))) / 5
+    return {v: statistics.median(t) for v, t in times.items()}, {v: (min(t), max(t)) for v, t in times.items()}, \
+        ens_t, compile_s
+
+
+@torch.no_grad()
+def evaluation(spec, vocab, multiples, tokens=16384, batch=8):
+    torch.set_num_threads(1)
+    model, tcfg = build_model(spec, vocab)
+    model.eval()
+    L = tcfg.seq_len
+    out = {}
+    for k in multiples:
+        T = k * L
+        b = max(1, min(batch, tokens // T))
+        x = torch.from_numpy(np.random.default_rng(0).integers(0, vocab, (b, T + 1)))
+        model(x[:, :-1], x[:, 1:], reduction="none")
+        n = max(1, tokens // (b * T))
+        t = timed(lambda: model(x[:, :-1], x[:, 1:], reduction="none"), n + 2)
+        out[k] = t / (b * T)  # seconds per token
+    return out, model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="3 repeats, no torch.compile")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per repeat")
+    args = ap.parse_args()
+    repeats = 3 if args.quick else args.repeats
+    cfg = C.load("config/config.yaml")
+    torch.set_num_threads(1)
+    print(json.dumps(machine()))
+    gemm = gemm_rate(1024, 1024, 1024)
+    print(f"GEMM fp32, 1 thread: {gemm:.1f} GFLOP/s at 1024^3 (the ceiling below)")
+    for name, (entry, vocab, batch) in SHAPES.items():
+        spec = C.model_spec(cfg, entry, 1)
+        L = spec["train"]["seq_len"]
+        d = spec["model"].get("d_model")
+        head = gemm_rate(batch * L, d, vocab)
+        flops_tok = build_model(spec, vocab)[0].flops_per_token(L)
+        print(f"\n{name}: {flops_tok / 1e6:.2f} MFLOP per training token; the output head's GEMM "
+              f"({batch * L}x{d}x{vocab}) runs at {head:.1f} GFLOP/s")
+        for threads in (1, 2):
+            med, rng, ens, comp = training(spec, vocab, batch, threads, repeats, args.steps, not args.quick and threads == 1)
+            for v, t in med.items():
+                tok = batch * L / t
+                print(f"  {threads} thread(s) {v:9s} {1000 * t:7.1f} ms/step (range {1000 * rng[v][0]:.1f}-"
+                      f"{1000 * rng[v][1]:.1f}), {tok:9,.0f} tokens/s, {flops_tok * tok / 1e9:6.1f} GFLOP/s = "
+                      f"{flops_tok * tok / 1e9 / (gemm * threads):5.1%} of the GEMM rate x threads")
+            print(f"  {threads} thread(s) after/before: {med['before'] / med['after']:.2f}x faster"
+                  + (f"; compiled/after: {med['after'] / med['compiled']:.2f}x (first step {comp:.1f} s with compilation)"
+                     if "compiled" in med else ""))
+            print(f"  {threads} thread(s) 5 seeds as one vmap model: {1000 * ens:.1f} ms/step per seed = "
+                  f"{med['after'] / ens:.2f}x the single-seed `after`")
+        if vocab == 2048:
+            ev, model = evaluation(spec, vocab, [1, 2, 4, 8, 16, 64])
+            c = model.cfg
+            base_flops = 2 * (model.flops_per_token(L) - 12 * c.n_layer * c.d_model * L) / 6  # forward, no attention
+            print(f"  evaluation forward (1 thread, ~16k tokens per length): " + ", ".join(
+                f"{k}x {1 / ev[k]:,.0f} tok/s" for k in ev))
+            for k in (16, 64):
+                attn = lambda T: base_flops + 4 * c.n_layer * c.d_model * T / 2  # causal: half of QK^T and AV
+                print(f"  {k}x L: time per token {ev[k] / ev[1]:.2f}x the 1x time; FLOPs per token {attn(k * L) / attn(L):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
