@@ -4,7 +4,7 @@ builders in tables.py / plots.py / beyond.py are keyed by these). Light: no matp
 from expe.report import paper_numbers as P
 
 TABLES = ("section41", "ablations", "large", "scaling", "benchmarks", "hyperparameters", "differences", "context",
-          "sliding", "speed")
+          "context_use", "sliding", "speed")
 PLOTS = ("loss_vs_length", "per_position", "context", "training_curves", "position_values")
 BEYOND_TABLES = ("retrieval", "passkey", "precision", "precision_training", "position_values")
 BEYOND_PLOTS = ("retrieval", "passkey", "precision")
@@ -39,6 +39,16 @@ def panels(config: dict) -> list[tuple[str, str, dict[str, str], dict]]:
     return out
 
 
+def chunks(rows: dict, most: int = 5) -> list[dict]:
+    """Rows split into consecutive groups of at most `most`, as even as possible (6 rows: 3 + 3), so a
+    panel never draws more lines than a reader can tell apart."""
+    items = list(rows.items())
+    n = -(-len(items) // most) if items else 1
+    size = -(-len(items) // n) if items else 0
+    return [dict(items[i : i + size]) for i in range(0, len(items), size)] if items else []
+
+
 def plot_names(config: dict) -> list[str]:
     """Every plot file name (without extension) the plots step writes for this config."""
-    return list(PLOTS) + [f"loss_vs_length_{key}" for key, *_ in panels(config)]
+    keys = [key for key, *_ in panels(config)]
+    return list(PLOTS) + [f"loss_vs_length_{k}" for k in keys] + [f"context_use_{k}" for k in keys]
