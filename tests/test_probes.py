@@ -169,10 +169,11 @@ def test_the_shortest_default_distance_puts_the_whole_probe_inside_one_training_
         cfg = C.load(path)
         assert inside_L(cfg, C.beyond_models(cfg)), f"{path.name}: no retrieval distance fits in L"
     L = 64
-    probes_, _, first = retrieval_windows(random_text, int(min(r["distances"]) * L), L // 8, 4, prefix=r["prefix"])
+    prefix = C.retrieval_prefix(L, r["prefix"])
+    probes_, _, first = retrieval_windows(random_text, int(min(r["distances"]) * L), L // 8, 4, prefix=prefix)
     assert probes_.shape[1] <= L  # prefix 8 + D = L/4 + segment L/8 = 32 tokens: one window holds the whole probe
     row = retrieval_probe(Induction(), random_text, L, [min(r["distances"])], segments=4)[0]
-    assert row["inside_L"] and row["window"] == 8 + 16 + 8 and row["segment"] == L // 8
+    assert row["inside_L"] and row["window"] == 8 + 16 + 8 and row["segment"] == row["prefix"] == L // 8
     assert row["gain_vs_control"] > 3.0  # a model that copies passes the control
     assert not retrieval_probe(Induction(), random_text, L, [1.0], segments=4)[0]["inside_L"]
 

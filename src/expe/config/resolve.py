@@ -147,10 +147,15 @@ def retrieval_segment(L: int, segment: int | None) -> int:
     return segment if segment is not None else max(2, L // 8)
 
 
-def retrieval_window(L: int, distance: float, segment: int | None, prefix: int) -> int:
+def retrieval_prefix(L: int, prefix: int | None) -> int:
+    """Tokens before the first copy of A: beyond.retrieval.prefix, or L/8."""
+    return prefix if prefix is not None else max(1, L // 8)
+
+
+def retrieval_window(L: int, distance: float, segment: int | None, prefix: int | None) -> int:
     """Tokens of one repeat-retrieval window [prefix][A][filler][A] whose second A starts D = distance x L
     tokens after the first; a window of at most L tokens is the probe's positive control (inside L)."""
-    return prefix + int(round(distance * L)) + retrieval_segment(L, segment)
+    return retrieval_prefix(L, prefix) + int(round(distance * L)) + retrieval_segment(L, segment)
 
 
 def precision_models(config: dict[str, Any]) -> list[str]:

@@ -1,9 +1,9 @@
 """Is long context used? Two probes for models trained from scratch (beyond the paper, which names
 the lack of a long-dependency test as its own limitation).
 
-Repeat retrieval. A held-out span A (`segment` tokens, L/8 by default) is placed early in a window,
-other held-out text follows, and A is repeated so that the second copy starts exactly D tokens after
-the first:
+Repeat retrieval. A held-out span A (`segment` tokens, L/8 by default) is placed after a `prefix`
+(L/8 by default) of held-out text, other held-out text follows, and A is repeated so that the second
+copy starts exactly D tokens after the first:
 
     [prefix][A][filler of D - |A| tokens][A]
 
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from expe.config.resolve import retrieval_segment
+from expe.config.resolve import retrieval_prefix, retrieval_segment
 from expe.data.shards import TokenShard
 from expe.runtime import autocast
 
@@ -107,10 +107,10 @@ def retrieval_windows(shard: TokenShard, D: int, segment: int, n: int, seed: int
 
 
 def retrieval_probe(scorer: Scorer, shard: TokenShard, L: int, distances: list[float], segment: int | None = None,
-                    prefix: int = 8, segments: int = 16, batch_size: int = 8, seed: int = 0) -> list[dict[str, Any]]:
+                    prefix: int | None = None, segments: int = 16, batch_size: int = 8, seed: int = 0) -> list[dict[str, Any]]:
     """Per distance D = d * L: mean loss on the first and the second copy of A, on A in the control,
-    and the two gains (nats per token), with per-span values for intervals. segment None: L/8."""
-    segment = retrieval_segment(L, segment)
+    and the two gains (nats per token), with per-span values for intervals. segment, prefix None: L/8."""
+    segment, prefix = retrieval_segment(L, segment), retrieval_prefix(L, prefix)
     out = []
     for d in distances:
         D = int(round(d * L))
