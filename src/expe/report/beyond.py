@@ -181,33 +181,57 @@ def position_values_table(config: dict, models: list[str], lab: dict, precisions
     return t
 
 
-def retrieval_plot(df: pd.DataFrame, models: list[str], lab: dict, inside: set[float]):
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+def retrieval_plot(df: pd.DataFrame, models: list[str], lab: dict, inside: set[float],
+                   groups: list[list[str]] | None = None):
+    """Gain against the control by distance, 95% seed bands; the distances inside L shaded (the positive
+    control); at most 5 models per panel (`groups`), stacked panels sharing both axes."""
     d = df[(df.probe == "retrieval") & (df.metric == "gain_vs_control")]
-    for i, m in enumerate(models):
-        g = d[d.model == m]
-        if g.empty:
-            continue
-        s = seed_summary(g, ["x"]).sort_values("x")
-        band(ax, s["x"], s, style(i), lab.get(m, m), y="mean")
-    ax.axhline(0.0, color="grey", ls=":", lw=0.8, label="no retrieval")
-    if inside:
-        ax.axvspan(min(inside) / 1.2, max(inside) * 1.2, color="grey", alpha=0.12, lw=0,
-                   label="inside L (positive control)")
-    ax.axvline(1, color="grey", ls="--", lw=0.6)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("distance D / L")
-    ax.set_ylabel("retrieval gain (nats/token)")
-    ax.set_title("Does the model copy a span seen D tokens earlier? (95% seed bands)", fontsize=9)
-    legend(ax, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    groups = groups or [list(g) for g in chunks({m: m for m in models})]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(3.5, 0.5 + 2.0 * len(groups)), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, group in zip(axes[:, 0], groups):
+        for m in group:
+            g = d[d.model == m]
+            if g.empty:
+                continue
+            s = seed_summary(g, ["x"]).sort_values("x")
+            band(ax, s["x"], s, {**style(models.index(m)), "ms": 3, "lw": 1.0}, lab.get(m, m), y="mean")
+        ax.axhline(0.0, color="grey", ls=":", lw=0.8)
+        if inside:
+            ax.axvspan(min(inside) / 1.2, max(inside) * 1.2, color="grey", alpha=0.12, lw=0)
+        ax.axvline(1, color="grey", ls="--", lw=0.6)
+        ax.set_xscale("log", base=2)
+        ax.set_ylabel("gain vs control (nats/token)", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, frameon=False, handlelength=2.4, loc="best")
+    xs = sorted(d.x.unique())
+    if xs:
+        axes[-1, 0].set_xticks(xs, [f"{x:g}" for x in xs])
+        axes[-1, 0].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    axes[-1, 0].set_xlabel("distance D / L (shaded: whole probe inside L, the positive control)", fontsize=7)
+    axes[0, 0].set_title("Repeat retrieval: does the model copy a span D tokens back?", fontsize=8)
+    fig.tight_layout()
     return fig
 
 
-def passkey_plot(df: pd.DataFrame, models: list[str], lab: dict, chance: float):
+def panel_groups(config: dict, models: list[str]) -> list[list[str]]:
+    """The probed models by paper table (Section 4.1, then the Llama-architecture rows, then any other),
+    each split into panels of at most 5."""
+    groups, seen = [], set()
+    for table in ("section41", "large"):
+        ms = [m for m in dict.fromkeys(C.parse_ref(r)[0] for r in config["tables"].get(table, {}).values())
+              if m in models and m not in seen]
+        seen.update(ms)
+        groups += [list(g) for g in chunks({m: m for m in ms})]
+    rest = [m for m in models if m not in seen]
+    return groups + [list(g) for g in chunks({m: m for m in rest})]
+
+
+def passkey_plot(df: pd.DataFrame, models: list[str], lab: dict, chance: float, groups: list[list[str]] | None = None):
     """Rank accuracy against the window length with the table's 95% Wilson intervals (trials pooled over
-    seeds); at most 5 models per panel, stacked panels sharing both axes, points dodged apart."""
+    seeds); at most 5 models per panel (`groups`), stacked panels sharing both axes, points dodged apart."""
     d = df[df.probe == "passkey"]
-    groups = chunks({m: m for m in models})
+    groups = groups or [list(g) for g in chunks({m: m for m in models})]
     fig, axes = plt.subplots(len(groups), 1, figsize=(3.5, 0.5 + 2.0 * len(groups)), sharex=True, sharey=True,
                              squeeze=False)
     for ax, group in zip(axes[:, 0], groups):
@@ -224,6 +248,10 @@ def passkey_plot(df: pd.DataFrame, models: list[str], lab: dict, chance: float):
                         capsize=2, elinewidth=0.8, label=lab.get(m, m))
         ax.axhline(chance, color="grey", ls=":", lw=0.8, label=f"chance ({chance:.0%})")
         ax.set_xscale("log", base=2)
+        evs = sorted(d.x.unique())
+        if evs:
+            ax.set_xticks(evs, [f"{x:g}" for x in evs])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_ylim(-0.03, 1.03)
         ax.set_ylabel("passkey accuracy", fontsize=7)
         ax.tick_params(labelsize=7)
@@ -262,25 +290,24 @@ def _cell(t: Table, c) -> str:
 
 
 def positive_control_sentence(r: Table) -> list[str]:
-    """Which models copy inside L: a gain against the control whose 95% interval lies above 0 at some
-    distance marked (inside L)."""
+    """The positive control, read at the shortest distance whose whole probe fits in L: the range of the
+    gains against the control, and which models' 95% intervals lie above 0 (they copy inside L)."""
     cols = [j for j, c in enumerate(r.columns) if c.endswith("(inside L)")]
-    rows = [row for row in r.rows if row[1] == "control"]
-    if not cols or not rows:
+    rows = [row for row in r.rows if row[1] == "control" and cols and isinstance(row[cols[0]], Est) and row[cols[0]].n]
+    if not rows:
         return []
-    copies, not_copies = [], []
-    for row in rows:
-        ests = [row[j] for j in cols if isinstance(row[j], Est) and row[j].n]
-        if not ests:
-            continue
-        (copies if any(e.half is not None and e.mean - e.half > 0 for e in ests) else not_copies).append(row[0])
-    where = ", ".join(r.columns[j].split(" ")[0] for j in cols)
-    text = (f"Positive control ({where}, the whole probe inside one training window): "
-            f"{len(copies)} of {len(copies) + len(not_copies)} models copy a held-out span (gain against the control "
-            "with its 95% interval above 0)" + (f": {', '.join(copies)}" if copies else ""))
-    if not_copies:
-        text += (f"; {', '.join(not_copies)} do not copy even inside L, so their columns beyond L cannot show "
-                 "whether they extrapolate")
+    j = cols[0]
+    ests = {row[0]: row[j] for row in rows}
+    copies = [m for m, e in ests.items() if e.half is not None and e.mean - e.half > 0]
+    others = [m for m in ests if m not in copies]
+    text = (f"Positive control ({r.columns[j].split(' ')[0]}: the whole probe inside one training window): gains "
+            f"against the control from {min(e.mean for e in ests.values()):+.3f} to {max(e.mean for e in ests.values()):+.3f} "
+            f"nats/token; {len(copies)} of {len(ests)} models copy a held-out span there (95% interval above 0)"
+            + (f": {', '.join(f'{m} {ests[m].mean:+.3f}' for m in copies)}" if copies else ""))
+    if not copies:
+        text += ". No model copies even inside L, so no column beyond L can show whether a model extrapolates"
+    elif others:
+        text += f". {', '.join(others)} do not copy even inside L: their columns beyond L cannot show whether they extrapolate"
     return [text + ".", ""]
 
 
@@ -348,8 +375,9 @@ def build_beyond(config: dict, index_path: str | Path, out_dir: str | Path) -> l
     ensure_dir(out / "data")
     write_text(out / "data" / "beyond.csv", df.to_csv(index=False), what="tidy data beyond.csv",
                kept="result files are kept; free space and rerun")
-    save(retrieval_plot(df, models, lab, inside), plots, "retrieval")
-    save(passkey_plot(df, models, lab, chance), plots, "passkey")
+    groups = panel_groups(config, models)
+    save(retrieval_plot(df, models, lab, inside, groups), plots, "retrieval")
+    save(passkey_plot(df, models, lab, chance, groups), plots, "passkey")
     save(precision_plot(df, models, lab), plots, "precision")
     summary = beyondseed_summary(tables, chance)
     write_text(out / "summary.md", summary)
