@@ -22,7 +22,7 @@ from expe.evaluation.probes import (INTRO, NEEDLE, QUESTION, distinct_positions,
                                     passkey_probe, passkey_prompt, retrieval_probe, retrieval_windows, word_pool)
 from expe.nn.encodings import ExPE, ExQPE, NoPE, RoPE
 from expe.report import stats
-from expe.report.beyond import inside_L, passkey_plot, passkey_table
+from expe.report.beyond import inside_L, passkey_plot, passkey_table, retrieval_plot
 
 V = 97
 
@@ -309,7 +309,8 @@ def test_the_passkey_plot_draws_the_tables_wilson_intervals_over_the_pooled_tria
     for (m, x), values in acc.items():
         for seed, v in enumerate(values, 1):
             rows.append(dict(model=m, seed=seed, probe="passkey", metric="accuracy", x=x, value=v, n=12, source="f"))
-    df = pd.DataFrame(rows)
+    rows.append(dict(model="b", seed=1, probe="passkey", metric="status", x=4, value="not run: too short", n=0, source="f"))
+    df = pd.DataFrame(rows)  # a "not run" reason makes the value column hold text too
     lab = {"a": "Model A", "b": "Model B"}
     fig = passkey_plot(df, ["a", "b"], lab, chance=0.1)
     table = {r[0]: r for r in passkey_table(df, ["a", "b"], lab, "", 0.1).rows if r[1].startswith("rank")}
@@ -327,5 +328,11 @@ def test_the_passkey_plot_draws_the_tables_wilson_intervals_over_the_pooled_tria
                 assert segs[i][0][1] == pytest.approx(lo) and segs[i][1][1] == pytest.approx(hi)
                 assert f"{p:.2f} [{lo:.2f}, {hi:.2f}]" in table[lab[m]]  # the same numbers as the table
                 drawn += 1
-    assert drawn == 3
+    assert drawn == 3 and table["Model B"][3] == "not run: too short"
+    plt.close(fig)
+    gains = pd.DataFrame([dict(model="a", seed=s, probe="retrieval", metric="gain_vs_control", x=x, value=0.1 * s, n=4,
+                               source="f") for s in (1, 2, 3) for x in (0.25, 1.0)])
+    fig = retrieval_plot(pd.concat([df, gains]), ["a", "b"], lab, {0.25})  # the text column does not stop it
+    line = fig.axes[0].get_lines()[0]
+    assert list(line.get_ydata()) == pytest.approx([0.2, 0.2])  # mean over the seeds at each distance
     plt.close(fig)

@@ -48,6 +48,7 @@ def band(ax, x, g: pd.DataFrame, style: dict, label: str, y="mean", lo="lo", hi=
 
 
 def seed_summary(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    df = df.assign(value=df["value"].astype(float))  # the probes' tidy column also holds "not run" reasons
     s = df.groupby(keys)["value"].agg(mean="mean", half=half_width, n="count").reset_index()
     s["lo"], s["hi"] = s["mean"] - s["half"], s["mean"] + s["half"]
     return s
