@@ -1,16 +1,28 @@
 """The long-context probes, written as a specification: where the repeat sits, what a model that
-copies and one that cannot see the past score, passkey candidates, and that a precision setting
-really reaches the forward pass."""
+copies and one that cannot see the past score, the positive control inside L, passkey keys drawn
+from frequent words of the training split, prompts drawn from the model's seed, the passkey plot's
+Wilson intervals, and that a precision setting really reaches the forward pass."""
 
+import json
+import re
+import shutil
+
+import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from conftest import tiny_spec, write_shards
-from expe.nn.encodings import ExPE, ExQPE, NoPE, RoPE
-from expe.evaluation.probes import (distinct_positions, passkey_candidates, passkey_probe, passkey_prompt, retrieval_probe,
-                         retrieval_windows)
+from conftest import REPO, tiny_spec, write_shards
+from expe import config as C
 from expe.data.shards import TokenShard
+from expe.errors import ConfigError
+from expe.evaluation import probes
+from expe.evaluation.probes import (INTRO, NEEDLE, QUESTION, distinct_positions, draw_keys, passkey_candidates,
+                                    passkey_probe, passkey_prompt, retrieval_probe, retrieval_windows, word_pool)
+from expe.nn.encodings import ExPE, ExQPE, NoPE, RoPE
+from expe.report import stats
+from expe.report.beyond import inside_L, passkey_plot, passkey_table, retrieval_plot
 
 V = 97
 
@@ -147,3 +159,180 @@ def test_bf16_merges_expe_positions_that_exqpe_keeps_apart():
     assert distinct_positions(exqpe, T, torch.bfloat16) == T
     assert distinct_positions(RoPE(16, 64), T, torch.float32) == T
     assert distinct_positions(NoPE(), T, torch.bfloat16) is None
+
+
+# --------------------------------------------------------------------------- the positive control inside L
+
+def test_the_shortest_default_distance_puts_the_whole_probe_inside_one_training_window(random_text):
+    r = {k: C.default(f"beyond.retrieval.{k}") for k in ("distances", "prefix")}
+    for path in sorted((REPO / "config").glob("*.yaml")):
+        cfg = C.load(path)
+        assert inside_L(cfg, C.beyond_models(cfg)), f"{path.name}: no retrieval distance fits in L"
+    L = 64
+    prefix = C.retrieval_prefix(L, r["prefix"])
+    probes_, _, first = retrieval_windows(random_text, int(min(r["distances"]) * L), L // 8, 4, prefix=prefix)
+    assert probes_.shape[1] <= L  # prefix 8 + D = L/4 + segment L/8 = 32 tokens: one window holds the whole probe
+    row = retrieval_probe(Induction(), random_text, L, [min(r["distances"])], segments=4)[0]
+    assert row["inside_L"] and row["window"] == 8 + 16 + 8 and row["segment"] == row["prefix"] == L // 8
+    assert row["gain_vs_control"] > 3.0  # a model that copies passes the control
+    assert not retrieval_probe(Induction(), random_text, L, [1.0], segments=4)[0]["inside_L"]
+
+
+def _config(**beyond):
+    cfg = C.read_yaml(REPO / "config/smoke.yaml")
+    return C.deep_merge(cfg, {"beyond": beyond})
+
+
+def test_a_distance_shorter_than_the_span_and_a_pool_smaller_than_the_candidates_are_config_errors():
+    with pytest.raises(ConfigError, match=r"beyond.retrieval.distances: D=0.1L is 3 tokens .* shorter than the repeated span \(4"):
+        C.validate(_config(retrieval={"distances": [0.1, 1]}))
+    with pytest.raises(ConfigError, match="beyond.passkey.pool: 5 words cannot give 10 distinct candidates"):
+        C.validate(_config(passkey={"pool": 5, "candidates": 10}))
+    C.validate(_config(passkey={"pool": 5, "candidates": 10, "keys": "digits"}))  # the pool is not used
+
+
+# --------------------------------------------------------------------------- passkey keys from the corpus' words
+
+class WordTok:
+    """Words with their leading space are one token each, except " stay" and " start": two (" sta" + "y" /
+    "rt"), " sta" being a word piece as BPE makes them; every other character is a token of its own."""
+
+    SPLIT = {" stay": [" sta", "y"], " start": [" sta", "rt"]}
+
+    def __init__(self):
+        self.vocab: list[str] = []
+        self.encode(INTRO + NEEDLE + QUESTION + probes.FILLER)
+
+    def _id(self, piece):
+        if piece not in self.vocab:
+            self.vocab.append(piece)
+        return self.vocab.index(piece)
+
+    def encode(self, text):
+        out = []
+        for m in re.findall(r" ?[A-Za-z]+|[^A-Za-z]", text):
+            out += [self._id(p) for p in self.SPLIT.get(m, [m])]
+        return out
+
+    def pieces(self):
+        return list(self.vocab)
+
+
+WORDS = ["crown", "sword", "ghost", "heath", "storm", "honour", "blood", "night", "queen", "castle", "fool", "death"]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """A training split in which word i of WORDS occurs 40 - 2i times, besides very frequent tokens
+    that must never be keys: " the" (a word of the prompt), " a" (too short) and " sta" (a word piece)."""
+    tok = WordTok()
+    rng = np.random.default_rng(0)
+    words = [w for i, w in enumerate(WORDS) for _ in range(40 - 2 * i)] + ["the"] * 90 + ["a"] * 80 + ["stay"] * 30 + ["start"] * 20
+    rng.shuffle(words)
+    ids = tok.encode("".join(f" {w}" + ("." if i % 7 == 6 else "") for i, w in enumerate(words)))
+    shard = TokenShard(write_shards(tmp_path / "w", {"train": [ids]}, vocab=len(tok.vocab) + 50), "train")
+    return tok, shard
+
+
+def test_the_key_pool_is_the_most_frequent_whole_words_none_of_them_the_prompts_own(corpus):
+    tok, shard = corpus
+    assert word_pool(tok, shard, 5) == WORDS[:5]  # not "the", "a" or the piece "sta", though each is more frequent
+    assert word_pool(tok, shard, 100) == WORDS  # a smaller vocabulary gives a smaller pool
+
+
+class Recorder(Unigram):
+    """Blind to the past; keeps every batch of candidate rows it is asked to rank."""
+
+    def __init__(self):
+        self.batches = []
+
+    def last(self, x, n):
+        self.batches.append(x.clone())
+        return super().last(x, n)
+
+
+def _prompts(tok, shard, seed, trials=6):
+    rec = Recorder()
+    pool = word_pool(tok, shard, 10)
+    r = passkey_probe(rec, tok, shard, L=64, multiples=[1], trials=trials, candidates=5, words=pool, filler="sentences",
+                      seed=seed)
+    return rec.batches, pool, r[0]
+
+
+def test_passkey_keys_come_from_the_word_pool_and_the_true_key_is_among_the_candidates_exactly_once(corpus):
+    tok, shard = corpus
+    batches, pool, row = _prompts(tok, shard, seed=1)
+    ids = {tok.encode(f" {w}")[0]: w for w in pool}
+    for rows in batches:
+        keys = [ids[int(r[-1])] for r in rows]  # each row: the prompt, then one candidate (one token)
+        assert len(set(keys)) == 5 and all(k in pool for k in keys)
+        needle = tok.encode(NEEDLE.format(key=keys[0]))
+        prompt = rows[0, :-1].tolist()
+        assert any(prompt[i : i + len(needle)] == needle for i in range(len(prompt)))  # row 0: the true key
+        assert all(tok.encode(f" {k}")[0] not in prompt for k in keys[1:])  # the others never appear before
+    assert row["keys"] == "words" and row["chance"] == 1 / 5 and row["accuracy"] == 0.0  # ties count against
+    rng = np.random.default_rng(0)
+    true = [draw_keys(rng, 5, pool)[0] for _ in range(2000)]
+    assert set(true) == set(pool) and max(map(true.count, pool)) < 2000 / 10 * 1.3  # uniform over the pool
+
+
+def test_two_seeds_draw_different_prompts_and_one_seed_the_same(corpus, random_text):
+    tok, shard = corpus
+    a, b, a2 = (_prompts(tok, shard, seed)[0] for seed in (1, 2, 1))
+    assert any(not torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, a2))  # models with the same seed are paired
+    p1, _, _ = retrieval_windows(random_text, 32, 8, 6, seed=1)
+    p2, _, _ = retrieval_windows(random_text, 32, 8, 6, seed=2)
+    assert not np.array_equal(p1, p2)
+
+
+def test_the_probes_draw_their_prompts_from_the_models_training_seed(shards, tmp_path, monkeypatch):
+    from expe.training.loop import train
+
+    train(tiny_spec(steps=2), shards, tmp_path / "m", tmp_path / "c", progress=False)
+    other = tmp_path / "m2"
+    shutil.copytree(tmp_path / "m", other)
+    cfg = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**cfg, "seed": cfg["seed"] + 1}))
+    seen = []
+    monkeypatch.setattr(probes, "retrieval_probe", lambda *a, seed, **kw: seen.append(seed) or [])
+    for d in (tmp_path / "m", other):
+        out = probes.run_probes({"retrieval": {"distances": [1.0]}}, d, shards, device="cpu")
+        assert out["retrieval"]["seed"] == json.loads((d / "config.json").read_text())["seed"]
+    assert seen == [cfg["seed"], cfg["seed"] + 1]
+
+
+# --------------------------------------------------------------------------- the passkey plot
+
+def test_the_passkey_plot_draws_the_tables_wilson_intervals_over_the_pooled_trials():
+    rows, acc = [], {("a", 1): [0.5, 0.75, 1.0], ("a", 4): [0.0, 0.25, 0.0], ("b", 1): [0.25, 0.0, 0.25]}
+    for (m, x), values in acc.items():
+        for seed, v in enumerate(values, 1):
+            rows.append(dict(model=m, seed=seed, probe="passkey", metric="accuracy", x=x, value=v, n=12, source="f"))
+    rows.append(dict(model="b", seed=1, probe="passkey", metric="status", x=4, value="not run: too short", n=0, source="f"))
+    df = pd.DataFrame(rows)  # a "not run" reason makes the value column hold text too
+    lab = {"a": "Model A", "b": "Model B"}
+    fig = passkey_plot(df, ["a", "b"], lab, chance=0.1)
+    table = {r[0]: r for r in passkey_table(df, ["a", "b"], lab, "", 0.1).rows if r[1].startswith("rank")}
+    drawn = 0
+    for ax in fig.axes:
+        for c in ax.containers:
+            m = {v: k for k, v in lab.items()}[c.get_label()]
+            xs = sorted(x for mm, x in acc if mm == m)
+            y = c.lines[0].get_ydata()
+            segs = c.lines[2][0].get_segments()
+            for i, x in enumerate(xs):
+                k = int(round(sum(v * 12 for v in acc[(m, x)])))
+                p, lo, hi = stats.wilson(k, 36)  # 3 seeds x 12 trials, pooled
+                assert y[i] == pytest.approx(p)
+                assert segs[i][0][1] == pytest.approx(lo) and segs[i][1][1] == pytest.approx(hi)
+                assert f"{p:.2f} [{lo:.2f}, {hi:.2f}]" in table[lab[m]]  # the same numbers as the table
+                drawn += 1
+    assert drawn == 3 and table["Model B"][3] == "not run: too short"
+    plt.close(fig)
+    gains = pd.DataFrame([dict(model="a", seed=s, probe="retrieval", metric="gain_vs_control", x=x, value=0.1 * s, n=4,
+                               source="f") for s in (1, 2, 3) for x in (0.25, 1.0)])
+    fig = retrieval_plot(pd.concat([df, gains]), ["a", "b"], lab, {0.25})  # the text column does not stop it
+    line = fig.axes[0].get_lines()[0]
+    assert list(line.get_ydata()) == pytest.approx([0.2, 0.2])  # mean over the seeds at each distance
+    plt.close(fig)

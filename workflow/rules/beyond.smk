@@ -1,6 +1,7 @@
 # Beyond the paper: is long context used? Repeat-retrieval and passkey probes, and the precision study
 # (evaluation in fp32 / bf16 / fp16; ExPE and ExQPE also trained with bf16 autocast). One job per model
-# and seed for the probes, one for the precisions (the model is loaded once).
+# and seed for the probes (prompts drawn from the model's training seed), one for the precisions (the
+# model is loaded once).
 
 
 rule probes:
@@ -8,6 +9,7 @@ rule probes:
         weights=lambda w: f"{model_dir(w)}/model.safetensors",
         spec=f"{RES}/specs/probes/{{phash}}.json",
         shards=f"{PLAN.shards}/{config['eval']['split']}.json",
+        train=f"{PLAN.shards}/train.json",  # passkey: the key words are the training split's most frequent
         tokenizer=PLAN.tokenizer,
     output:
         retrieval=f"{RES}/models/{{model}}/{{hash}}/probes/{{phash}}/retrieval.json",

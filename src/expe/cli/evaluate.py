@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from expe.cli.args import choices, common, default, float_list, int_list, job_spec, positive_int, progress
+from expe.cli.args import choices, common, default, float_list, int_list, job_spec, nonnegative_int, positive_int, progress
 from expe.errors import ConfigError
 
 
@@ -70,9 +70,10 @@ def cmd_probe(args):
         for k in args.kind.split(","):
             if k not in ("retrieval", "passkey"):
                 raise ConfigError(f"probe: {k!r} is not a probe (allowed: retrieval, passkey)")
-            kinds[k] = (dict(distances=args.distances, segment=args.segment, segments=args.segments) if k == "retrieval"
-                        else dict(multiples=args.multiples, trials=args.trials, candidates=args.candidates,
-                                  digits=args.digits, filler=args.filler))
+            kinds[k] = (dict(distances=args.distances, segment=args.segment, prefix=args.prefix, segments=args.segments)
+                        if k == "retrieval" else
+                        dict(multiples=args.multiples, trials=args.trials, candidates=args.candidates, keys=args.keys,
+                             pool=args.pool, digits=args.digits, filler=args.filler))
         split, precision = args.split, args.precision
     if "passkey" in kinds and not args.tokenizer:
         raise ConfigError("probe passkey: give --tokenizer FILE")
@@ -82,8 +83,8 @@ def cmd_probe(args):
         write_json(Path(args.out) / f"{kind}.json" if len(kinds) > 1 else args.out, r, what=f"{kind} probe result")
         for row in r["results"]:
             if kind == "retrieval":
-                print(f"retrieval D={row['distance']:>5}: gain vs control {row['gain_vs_control']:+.3f} nats, "
-                      f"vs first copy {row['gain_vs_first']:+.3f}")
+                print(f"retrieval D={row['distance']:>5}{' (inside L)' if row['inside_L'] else ''}: gain vs control "
+                      f"{row['gain_vs_control']:+.3f} nats, vs first copy {row['gain_vs_first']:+.3f}")
             elif row.get("status", "ok") != "ok":
                 print(f"passkey ev={row['ev']:>2}: {row['status']}")
             else:
@@ -174,13 +175,19 @@ def add_commands(sub) -> None:
     sp.add_argument("--distances", type=float_list, default=default("beyond.retrieval.distances"),
                     help="retrieval: D in multiples of L")
     sp.add_argument("--segment", type=positive_int, default=default("beyond.retrieval.segment"),
-                    help="retrieval: tokens of the repeated span")
+                    help="retrieval: tokens of the repeated span (default: L/8)")
+    sp.add_argument("--prefix", type=nonnegative_int, default=default("beyond.retrieval.prefix"),
+                    help="retrieval: tokens before the first copy")
     sp.add_argument("--segments", type=positive_int, default=default("beyond.retrieval.segments"),
                     help="retrieval: spans per distance")
     sp.add_argument("--multiples", type=int_list, default=default("beyond.passkey.multiples"),
                     help="passkey: window lengths in L")
     sp.add_argument("--trials", type=positive_int, default=default("beyond.passkey.trials"))
     sp.add_argument("--candidates", type=positive_int, default=default("beyond.passkey.candidates"))
+    sp.add_argument("--keys", choices=choices("beyond.passkey.keys"), default=default("beyond.passkey.keys"),
+                    help="passkey: frequent words of the training split, or digit strings")
+    sp.add_argument("--pool", type=positive_int, default=default("beyond.passkey.pool"),
+                    help="passkey: the most frequent words the keys are drawn from")
     sp.add_argument("--digits", type=positive_int, default=default("beyond.passkey.digits"))
     sp.add_argument("--filler", choices=choices("beyond.passkey.filler"), default=default("beyond.passkey.filler"))
     sp.add_argument("--precision", default="fp32", choices=choices("eval.precision"))

@@ -7,7 +7,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from expe.config.resolve import BF16_SUFFIX, DATA_KEYS, eval_variants, gpus, model_spec, nodes, parse_ref
+from expe.config.resolve import (BF16_SUFFIX, DATA_KEYS, eval_variants, gpus, model_spec, nodes, parse_ref,
+                                 retrieval_segment, retrieval_window)
 from expe.config.schema import check
 from expe.errors import ConfigError
 
@@ -100,8 +101,15 @@ def _evaluation(config: dict[str, Any]) -> None:
         needs += [("eval.sliding.multiples", k, k * L + 1) for k in sl["multiples"]]
         needs += [("beyond.passkey.multiples", k, k * L + 1) for k in bey["passkey"]["multiples"]]
         needs += [("beyond.precision.multiples", k, k * L + 1) for k in bey["precision"]["multiples"]]
-        seg = bey["retrieval"]["segment"]
-        needs += [("beyond.retrieval.distances", d, int(round(d * L)) + 2 * seg + 2) for d in bey["retrieval"]["distances"]]
+        r = bey["retrieval"]
+        needs += [("beyond.retrieval.distances", d, retrieval_window(L, d, r["segment"], r["prefix"]) + 1)
+                  for d in r["distances"]]
+        seg = retrieval_segment(L, r["segment"])
+        for d in r["distances"]:
+            if int(round(d * L)) < seg:
+                raise ConfigError(f"beyond.retrieval.distances: D={d}L is {int(round(d * L))} tokens for model {name} "
+                                  f"(seq_len {L}), shorter than the repeated span ({seg} tokens, beyond.retrieval.segment): "
+                                  "the copies would overlap")
         for key, k, tokens in needs:
             if tokens > hold:
                 what = f"ev={k} needs windows of {tokens} tokens" if "distances" not in key else f"D={k}L needs {tokens} tokens"
@@ -111,6 +119,10 @@ def _evaluation(config: dict[str, Any]) -> None:
         if sl["stride"] is not None and sl["multiples"] and sl["stride"] > min(sl["multiples"]) * L:
             raise ConfigError(f"eval.sliding.stride: {sl['stride']} is longer than the shortest sliding window "
                               f"({min(sl['multiples'])} x {L} tokens of model {name})")
+    pk = bey["passkey"]
+    if pk["keys"] == "words" and pk["pool"] < pk["candidates"]:
+        raise ConfigError(f"beyond.passkey.pool: {pk['pool']} words cannot give {pk['candidates']} distinct candidates "
+                          "(beyond.passkey.candidates); raise pool or lower candidates")
     _entries(config, "beyond.models", bey["models"])
     _entries(config, "beyond.precision.models", bey["precision"]["models"])
     _entries(config, "beyond.bf16_training", bey["bf16_training"])

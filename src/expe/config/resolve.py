@@ -148,6 +148,22 @@ def beyond_models(config: dict[str, Any]) -> list[str]:
     return table_models(config, ("section41", "large"))
 
 
+def retrieval_segment(L: int, segment: int | None) -> int:
+    """Tokens of the repeated span A of the repeat-retrieval probe: beyond.retrieval.segment, or L/8."""
+    return segment if segment is not None else max(2, L // 8)
+
+
+def retrieval_prefix(L: int, prefix: int | None) -> int:
+    """Tokens before the first copy of A: beyond.retrieval.prefix, or L/8."""
+    return prefix if prefix is not None else max(1, L // 8)
+
+
+def retrieval_window(L: int, distance: float, segment: int | None, prefix: int | None) -> int:
+    """Tokens of one repeat-retrieval window [prefix][A][filler][A] whose second A starts D = distance x L
+    tokens after the first; a window of at most L tokens is the probe's positive control (inside L)."""
+    return retrieval_prefix(L, prefix) + int(round(distance * L)) + retrieval_segment(L, segment)
+
+
 def precision_models(config: dict[str, Any]) -> list[str]:
     chosen = config.get("beyond", {}).get("precision", {}).get("models")
     base = list(chosen) if chosen is not None else beyond_models(config)

@@ -47,6 +47,10 @@ class Tokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return self.sp.decode([int(i) for i in ids])
 
+    def pieces(self) -> list[str]:
+        """The text of every id, a word boundary ("\u2581") written as a leading space."""
+        return [self.sp.id_to_piece(i).replace("\u2581", " ") for i in range(self.vocab_size)]
+
 
 def _lines(texts: Iterable[str], max_chars: int) -> Iterator[str]:
     used = 0

@@ -1,10 +1,14 @@
 """Is long context used? Two probes for models trained from scratch (beyond the paper, which names
 the lack of a long-dependency test as its own limitation).
 
-Repeat retrieval. A held-out span A (`segment` tokens) is placed early in a window, other held-out
-text follows, and A is repeated so that the second copy starts exactly D tokens after the first:
+Repeat retrieval. A held-out span A (`segment` tokens, L/8 by default) is placed after a `prefix`
+(L/8 by default) of held-out text, other held-out text follows, and A is repeated so that the second
+copy starts exactly D tokens after the first:
 
     [prefix][A][filler of D - |A| tokens][A]
+
+A distance whose whole window fits in L (D = L/4: 8 + 16 + 8 = 32 tokens at L = 64) is the model's
+positive control: a model that does not copy there cannot be said to fail beyond L.
 
 Copying a span seen before is learned early by small models (induction heads), so the loss on the
 second copy drops if, and only if, the model can attend D tokens back. Two gains are reported, in
@@ -16,6 +20,12 @@ Passkey retrieval (Mohtashami & Jaggi 2023): filler, "The pass key is K. Remembe
 key.", more filler, "What is the pass key? The pass key is" -- then the key. Scored by the rank of
 the true key's log-likelihood among `candidates` keys (chance 1/candidates) and by exact greedy
 match (every key token is the argmax given the true prefix, i.e. greedy decoding would produce it).
+The keys are frequent words of the training split by default (`word_pool`): a model can only copy a
+token whose embedding it has learned, and 4-digit keys are practically absent from many corpora.
+
+Every random choice (spans, keys, depths, filler) is drawn from the model's training seed mixed with
+the length or distance: the trials of different seeds are independent, and models with the same seed
+see the same prompts (paired).
 """
 
 from __future__ import annotations
@@ -26,12 +36,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from expe.runtime import autocast
+from expe.config.resolve import retrieval_prefix, retrieval_segment
 from expe.data.shards import TokenShard
+from expe.runtime import autocast
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
          "I will quiz you about the important information there. ")
+NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key. "
+QUESTION = " What is the pass key? The pass key is"
 
 
 class Scorer(Protocol):
@@ -93,14 +106,15 @@ def retrieval_windows(shard: TokenShard, D: int, segment: int, n: int, seed: int
     return np.stack(probes), np.stack(controls), first
 
 
-def retrieval_probe(scorer: Scorer, shard: TokenShard, L: int, distances: list[float], segment: int = 32,
-                    segments: int = 16, batch_size: int = 8, seed: int = 0) -> list[dict[str, Any]]:
+def retrieval_probe(scorer: Scorer, shard: TokenShard, L: int, distances: list[float], segment: int | None = None,
+                    prefix: int | None = None, segments: int = 16, batch_size: int = 8, seed: int = 0) -> list[dict[str, Any]]:
     """Per distance D = d * L: mean loss on the first and the second copy of A, on A in the control,
-    and the two gains (nats per token), with per-span values for intervals."""
+    and the two gains (nats per token), with per-span values for intervals. segment, prefix None: L/8."""
+    segment, prefix = retrieval_segment(L, segment), retrieval_prefix(L, prefix)
     out = []
     for d in distances:
         D = int(round(d * L))
-        probes, controls, first = retrieval_windows(shard, D, segment, segments, seed)
+        probes, controls, first = retrieval_windows(shard, D, segment, segments, seed, prefix)
         second = first + D
         # nll[:, j] is the loss of token j + 1: the first token of a span at position p has index p - 1
         first_loss, second_loss, control_loss = [], [], []
@@ -112,7 +126,8 @@ def retrieval_probe(scorer: Scorer, shard: TokenShard, L: int, distances: list[f
             second_loss += p[:, second : second + segment - 1].mean(1).tolist()
             control_loss += c[:, second : second + segment - 1].mean(1).tolist()
         f, s2, c2 = map(np.asarray, (first_loss, second_loss, control_loss))
-        out.append({"distance": D, "distance_L": d, "window": int(probes.shape[1]), "spans": len(f),
+        out.append({"distance": D, "distance_L": d, "window": int(probes.shape[1]), "segment": segment,
+                    "prefix": prefix, "inside_L": int(probes.shape[1]) <= L, "spans": len(f),
                     "loss_first": float(f.mean()), "loss_second": float(s2.mean()), "loss_control": float(c2.mean()),
                     "gain_vs_first": float((f - s2).mean()), "gain_vs_control": float((c2 - s2).mean()),
                     "per_span_gain_vs_control": [round(x, 4) for x in (c2 - s2).tolist()]})
@@ -120,6 +135,28 @@ def retrieval_probe(scorer: Scorer, shard: TokenShard, L: int, distances: list[f
 
 
 # --------------------------------------------------------------------------- passkey
+
+def word_pool(tok, shard: TokenShard, n: int) -> list[str]:
+    """The n most frequent single-token words of `shard` (the training split: tokens whose embeddings the
+    model has learned): a token that starts a word and is >= 3 lower-case letters, a whole word (followed
+    by a new word or punctuation in >= 90% of its occurrences, unlike a prefix such as "sta" of "sta|y"),
+    and none of the prompt's own tokens (no key is "the" or "pass")."""
+    pieces = tok.pieces()  # each id's text, a word boundary as a leading space
+    ids = np.concatenate([np.asarray(shard.doc(d), dtype=np.int64) for d in range(shard.n_docs)])
+    count = np.bincount(ids, minlength=len(pieces))
+    starts = np.array([p[:1] == " " or not p[:1].isalpha() for p in pieces])
+    whole = np.bincount(ids[:-1][starts[ids[1:]]], minlength=len(pieces))
+    own = set(tok.encode(INTRO + NEEDLE.format(key="") + QUESTION))
+    out = []
+    for i in np.argsort(-count, kind="stable"):
+        w = pieces[i]
+        if count[i] == 0 or len(out) == n:
+            break
+        if (w[:1] == " " and len(w) > 3 and w[1:].isalpha() and w[1:].islower() and whole[i] >= 0.9 * count[i]
+                and i not in own and tok.encode(w) == [i]):
+            out.append(w[1:])
+    return out
+
 
 def passkey_candidates(true_key: str, n: int, digits: int, rng: np.random.Generator) -> list[str]:
     """The true key plus n - 1 distinct other keys of the same length (the true key exactly once)."""
@@ -131,12 +168,21 @@ def passkey_candidates(true_key: str, n: int, digits: int, rng: np.random.Genera
     return keys
 
 
+def draw_keys(rng: np.random.Generator, n: int, words: list[str] | None, digits: int = 4) -> list[str]:
+    """n distinct keys, the true one first: n words of the pool without replacement, or digit strings.
+    The true key is uniform among the n, so a scorer blind to the needle ranks it first with
+    probability at most 1/n, whatever its preferences among keys."""
+    if words is None:
+        return passkey_candidates("".join(str(int(x)) for x in rng.integers(0, 10, digits)), n, digits, rng)
+    return [words[i] for i in rng.choice(len(words), n, replace=False)]
+
+
 def passkey_prompt(tok, key: str, total: int, depth: float, filler_ids: list[int] | None = None) -> tuple[list[int], list[int]]:
     """(prompt ids, answer ids) with len(prompt) + len(answer) == total; the key sentence at `depth`
     (0: start, 1: end) of the filler. Filler: the sentences of Mohtashami & Jaggi, or given ids."""
     intro = tok.encode(INTRO)
-    needle = tok.encode(f" The pass key is {key}. Remember it. {key} is the pass key. ")
-    question = tok.encode(" What is the pass key? The pass key is")
+    needle = tok.encode(NEEDLE.format(key=key))
+    question = tok.encode(QUESTION)
     answer = tok.encode(f" {key}")
     room = total - len(intro) - len(needle) - len(question) - len(answer)
     if room < len(needle):  # a short window: the task description is dropped, never the needle or question
@@ -155,20 +201,28 @@ def passkey_prompt(tok, key: str, total: int, depth: float, filler_ids: list[int
 
 
 def passkey_probe(scorer: Scorer, tok, shard: TokenShard | None, L: int, multiples: list[int], trials: int = 10,
-                  candidates: int = 10, digits: int = 4, filler: str = "corpus", seed: int = 0) -> list[dict[str, Any]]:
+                  candidates: int = 10, words: list[str] | None = None, digits: int = 4, filler: str = "corpus",
+                  seed: int = 0) -> list[dict[str, Any]]:
+    """Per length ev x L: rank and greedy accuracy of `trials` prompts. words: the key pool (`word_pool`);
+    None: keys of `digits` digits."""
     out = []
     for k in multiples:
         total = k * L
         rng = np.random.default_rng([seed, k])
         ranks, greedy = [], []
+        if words is not None and len(words) < candidates:
+            out.append({"ev": k, "length": total, "status": f"not run: {len(words)} word keys in the pool, fewer than "
+                        f"{candidates} candidates"})
+            continue
+        longest = max(words, key=lambda w: len(tok.encode(f" {w}"))) if words else "0" * digits
         try:
-            passkey_prompt(tok, "0" * digits, total, 0.5, [0] * total)
+            passkey_prompt(tok, longest, total, 0.5, [0] * total)
         except ValueError as e:
             out.append({"ev": k, "length": total, "status": str(e)})
             continue
         for t in range(trials):
-            key = "".join(str(int(x)) for x in rng.integers(0, 10, digits))
-            keys = passkey_candidates(key, candidates, digits, rng)
+            keys = draw_keys(rng, candidates, words, digits)
+            key = keys[0]
             depth = float(rng.uniform(0.1, 0.9))
             fill = None
             if filler == "corpus":
@@ -180,7 +234,7 @@ def passkey_probe(scorer: Scorer, tok, shard: TokenShard | None, L: int, multipl
             rows = [prompt + tok.encode(f" {c}") for c in keys]
             width = max(map(len, rows))
             lens = {len(r) for r in rows}
-            if len(lens) != 1:  # every candidate key has the same number of tokens (digits are split)
+            if len(lens) != 1:  # keys of different token counts: pad (digits are split into one token each)
                 rows = [r + [r[-1]] * (width - len(r)) for r in rows]
             n_ans = len(rows[0]) - len(prompt)
             lp, is_max = scorer.last(torch.tensor(rows), n_ans)
@@ -189,6 +243,7 @@ def passkey_probe(scorer: Scorer, tok, shard: TokenShard | None, L: int, multipl
             greedy.append(bool(is_max[0].all()))
         r = np.asarray(ranks)
         out.append({"ev": k, "length": total, "status": "ok", "trials": trials, "candidates": candidates, "filler": filler,
+                    "keys": "words" if words is not None else "digits",
                     "accuracy": float((r == 1).mean()), "chance": 1 / candidates, "mean_rank": float(r.mean()),
                     "greedy_exact": float(np.mean(greedy)), "ranks": ranks})
     return out
@@ -210,21 +265,32 @@ def distinct_positions(encoding, T: int, dtype: torch.dtype) -> int | None:
 
 def run_probes(kinds: dict[str, dict[str, Any]], model_dir, data_dir, split: str = "test", device: str = "auto",
                precision: str = "fp32", tokenizer: str | None = None, threads: int = 1) -> dict[str, dict[str, Any]]:
-    """Run each probe of `kinds` (name -> its settings) on one loaded model."""
+    """Run each probe of `kinds` (name -> its settings) on one loaded model, its prompts drawn from the
+    model's training seed (config.json)."""
+    from pathlib import Path
+
     from expe.evaluation.extrapolation import load_for_eval
+    from expe.io import read_json
     from expe.runtime import resolve_precision
 
     model, shard, dev = load_for_eval(model_dir, data_dir, split, device, None, threads)
     scorer = ModelScorer(model, dev, resolve_precision(dev, precision))
     L = model.cfg.seq_len
+    seed = int(read_json(Path(model_dir) / "config.json")["seed"])
     out = {}
     for kind, kw in kinds.items():
+        extra: dict[str, Any] = {}
         if kind == "retrieval":
-            rows = retrieval_probe(scorer, shard, L, **kw)
+            rows = retrieval_probe(scorer, shard, L, seed=seed, **kw)
         else:
             from expe.data.tokenizer import Tokenizer
 
-            rows = passkey_probe(scorer, Tokenizer(tokenizer), shard, L, **kw)
-        out[kind] = {"probe": kind, "model_dir": str(model_dir), "train_length": L, "split": split,
-                     "precision": scorer.precision, "settings": kw, "results": rows}
+            tok = Tokenizer(tokenizer)
+            kw = dict(kw)
+            keys, pool = kw.pop("keys", "digits"), kw.pop("pool", None)
+            words = word_pool(tok, TokenShard(data_dir, "train"), pool) if keys == "words" else None
+            extra = {"key_pool": words, "key_pool_split": "train"} if words is not None else {}
+            rows = passkey_probe(scorer, tok, shard, L, words=words, seed=seed, **kw)
+        out[kind] = {"probe": kind, "model_dir": str(model_dir), "train_length": L, "split": split, "seed": seed,
+                     "precision": scorer.precision, "settings": kinds[kind], **extra, "results": rows}
     return out

@@ -12,12 +12,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from expe import config as C  # noqa: E402
 from expe.io import ensure_dir, write_text  # noqa: E402
 from expe.report import stats  # noqa: E402
+from expe.report.catalog import chunks  # noqa: E402
 from expe.report.plots import band, legend, save, seed_summary, style  # noqa: E402
 from expe.report.provenance import config_hash  # noqa: E402
 from expe.report.render import Est, Table  # noqa: E402
@@ -37,11 +39,19 @@ def _est(values) -> Est | str:
     return Est(iv.mean, iv.half, iv.n) if iv.n else "not run (no result)"
 
 
-def retrieval_table(df: pd.DataFrame, models: list[str], lab: dict, caption: str) -> Table:
+def inside_L(config: dict, models: list[str]) -> set[float]:
+    """The distances (in L) whose whole retrieval window fits in every model's training length L: the
+    probe's positive control."""
+    r = config["beyond"]["retrieval"]
+    Ls = {C.model_spec(config, m)["train"]["seq_len"] for m in models}
+    return {d for d in r["distances"] if all(C.retrieval_window(L, d, r["segment"], r["prefix"]) <= L for L in Ls)}
+
+
+def retrieval_table(df: pd.DataFrame, models: list[str], lab: dict, caption: str, inside: set[float] = frozenset()) -> Table:
     d = df[df.probe == "retrieval"]
     xs = sorted(d.x.unique()) if not d.empty else []
     t = Table("retrieval", "Repeat retrieval: loss drop on a repeated span D tokens after its first copy (nats/token)",
-              caption, ["Model", "gain vs"] + [f"D={x:g}L" for x in xs])
+              caption, ["Model", "gain vs"] + [f"D={x:g}L" + (" (inside L)" if x in inside else "") for x in xs])
     for m in models:
         for metric, what in (("gain_vs_control", "control"), ("gain_vs_first", "first copy")):
             cells = [lab.get(m, m), what]
@@ -54,11 +64,31 @@ def retrieval_table(df: pd.DataFrame, models: list[str], lab: dict, caption: str
                 "inside one window. 'control': the same window with the first copy replaced by other held-out text "
                 "(same positions, nothing to copy): the gain isolates retrieval. 'first copy': the loss on the first "
                 "copy minus the second (the copy also moves to a later position). A model that cannot attend D "
-                "tokens back shows no gain at D."]
+                "tokens back shows no gain at D.",
+                "Positive control: in a column marked (inside L) the whole window (prefix, both copies and the filler) "
+                "fits in one training window, so a model that copies at all gains there. A model without a gain "
+                "against the control inside L does not copy held-out spans at all; its columns beyond L say nothing "
+                "about extrapolation." if inside else
+                "No distance of this run fits one training window: there is no positive control (a model that shows "
+                "no gain may not copy at all); add a distance such as 0.25 to beyond.retrieval.distances.",
+                "Prompts are drawn from each model's training seed: different seeds see different spans."]
     return t
 
 
-def passkey_table(df: pd.DataFrame, models: list[str], lab: dict, caption: str, chance: float) -> Table:
+def passkey_accuracy(d: pd.DataFrame, model: str, x, metric: str = "accuracy") -> tuple[int, int, float, float, float] | None:
+    """Trials pooled over seeds (each seed's prompts are its own, so the trials are independent):
+    (successes, trials, accuracy, Wilson 95% lo, hi); None where nothing ran."""
+    sel = d[(d.model == model) & (d.metric == metric) & (d.x == x)]
+    if sel.empty:
+        return None
+    n = int(sel["n"].sum())
+    k = int(round((sel["value"] * sel["n"]).sum()))
+    p, lo, hi = stats.wilson(k, n)
+    return k, n, p, lo, hi
+
+
+def passkey_table(df: pd.DataFrame, models: list[str], lab: dict, caption: str, chance: float,
+                  keys_note: str = "") -> Table:
     d = df[df.probe == "passkey"]
     xs = sorted(d.x.unique()) if not d.empty else []
     t = Table("passkey", "Passkey retrieval (Mohtashami & Jaggi 2023): accuracy by rank and by greedy match",
@@ -67,21 +97,22 @@ def passkey_table(df: pd.DataFrame, models: list[str], lab: dict, caption: str, 
         for metric, what in (("accuracy", "rank 1 of candidates"), ("greedy_exact", "greedy exact match")):
             cells = [lab.get(m, m), what]
             for x in xs:
-                sel = d[(d.model == m) & (d.metric == metric) & (d.x == x)]
+                acc = passkey_accuracy(d, m, x, metric)
                 why = d[(d.model == m) & (d.metric == "status") & (d.x == x)]["value"]
-                if sel.empty:
+                if acc is None:
                     cells.append(why.iloc[0] if not why.empty else "not run (no result)")
                     continue
-                n = int(sel["n"].sum())  # trials pooled over seeds
-                k = int(round((sel["value"] * sel["n"]).sum()))
-                p, lo, hi = stats.wilson(k, n)
+                _, _, p, lo, hi = acc
                 cells.append(f"{p:.2f} [{lo:.2f}, {hi:.2f}]")
             t.add(cells, model=m, variant="base", source=";".join(sorted(set(d[d.model == m].source))))
     t.digits = 2
-    t.notes += ["Accuracy over all trials of all seeds with its 95% Wilson interval [lo, hi].",
+    t.notes += ["Accuracy over all trials of all seeds with its 95% Wilson interval [lo, hi]; each seed draws its own "
+                "prompts (keys, depths, filler) from its training seed, so the pooled trials are independent.",
                 f"Rank accuracy: the true key's log-likelihood is the highest of the candidate keys (chance "
                 f"{chance:.0%}; ties count against the true key). Greedy exact: every key token is the model's argmax "
                 "(greedy decoding would produce the key). Both are reported as measured, at chance or not."]
+    if keys_note:
+        t.notes.append(keys_note)
     return t
 
 
@@ -150,27 +181,88 @@ def position_values_table(config: dict, models: list[str], lab: dict, precisions
     return t
 
 
-def _plot(df: pd.DataFrame, models: list[str], lab: dict, out: Path, chance: float) -> None:
-    for name, probe, metric, xlabel, ylabel, hline in (
-            ("retrieval", "retrieval", "gain_vs_control", "distance D / L", "retrieval gain (nats/token)", 0.0),
-            ("passkey", "passkey", "accuracy", "window / L (ev)", "passkey accuracy (rank 1)", chance)):
-        fig, ax = plt.subplots(figsize=(5.2, 3.4))
-        d = df[(df.probe == probe) & (df.metric == metric)]
-        for i, m in enumerate(models):
+def retrieval_plot(df: pd.DataFrame, models: list[str], lab: dict, inside: set[float],
+                   groups: list[list[str]] | None = None):
+    """Gain against the control by distance, 95% seed bands; the distances inside L shaded (the positive
+    control); at most 5 models per panel (`groups`), stacked panels sharing both axes."""
+    d = df[(df.probe == "retrieval") & (df.metric == "gain_vs_control")]
+    groups = groups or [list(g) for g in chunks({m: m for m in models})]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(3.5, 0.5 + 2.0 * len(groups)), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, group in zip(axes[:, 0], groups):
+        for m in group:
             g = d[d.model == m]
             if g.empty:
                 continue
             s = seed_summary(g, ["x"]).sort_values("x")
-            band(ax, s["x"], s, style(i), lab.get(m, m), y="mean")
-        ax.axhline(hline, color="grey", ls=":", lw=0.8, label="chance" if probe == "passkey" else "no retrieval")
+            band(ax, s["x"], s, {**style(models.index(m)), "ms": 3, "lw": 1.0}, lab.get(m, m), y="mean")
+        ax.axhline(0.0, color="grey", ls=":", lw=0.8)
+        if inside:
+            ax.axvspan(min(inside) / 1.2, max(inside) * 1.2, color="grey", alpha=0.12, lw=0)
         ax.axvline(1, color="grey", ls="--", lw=0.6)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_title({"retrieval": "Does the model copy a span seen D tokens earlier?",
-                      "passkey": "Passkey retrieval"}[name], fontsize=9)
-        legend(ax, loc="center left", bbox_to_anchor=(1.0, 0.5))
-        save(fig, out, name)
+        ax.set_ylabel("gain vs control (nats/token)", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, frameon=False, handlelength=2.4, loc="best")
+    xs = sorted(d.x.unique())
+    if xs:
+        axes[-1, 0].set_xticks(xs, [f"{x:g}" for x in xs])
+        axes[-1, 0].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    axes[-1, 0].set_xlabel("distance D / L (shaded: whole probe inside L, the positive control)", fontsize=7)
+    axes[0, 0].set_title("Repeat retrieval: does the model copy a span D tokens back?", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def panel_groups(config: dict, models: list[str]) -> list[list[str]]:
+    """The probed models by paper table (Section 4.1, then the Llama-architecture rows, then any other),
+    each split into panels of at most 5."""
+    groups, seen = [], set()
+    for table in ("section41", "large"):
+        ms = [m for m in dict.fromkeys(C.parse_ref(r)[0] for r in config["tables"].get(table, {}).values())
+              if m in models and m not in seen]
+        seen.update(ms)
+        groups += [list(g) for g in chunks({m: m for m in ms})]
+    rest = [m for m in models if m not in seen]
+    return groups + [list(g) for g in chunks({m: m for m in rest})]
+
+
+def passkey_plot(df: pd.DataFrame, models: list[str], lab: dict, chance: float, groups: list[list[str]] | None = None):
+    """Rank accuracy against the window length with the table's 95% Wilson intervals (trials pooled over
+    seeds); at most 5 models per panel (`groups`), stacked panels sharing both axes, points dodged apart."""
+    d = df[df.probe == "passkey"]
+    groups = groups or [list(g) for g in chunks({m: m for m in models})]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(3.5, 0.5 + 2.0 * len(groups)), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, group in zip(axes[:, 0], groups):
+        for j, m in enumerate(group):
+            pts = [(x, passkey_accuracy(d, m, x)) for x in sorted(d[d.model == m].x.unique())]
+            pts = [(x, a) for x, a in pts if a is not None]
+            if not pts:
+                continue
+            x = np.array([p[0] for p in pts], dtype=float) * 2 ** (0.07 * (j - (len(group) - 1) / 2))  # dodge
+            p = np.array([a[2] for _, a in pts])
+            err = np.array([[a[2] - a[3] for _, a in pts], [a[4] - a[2] for _, a in pts]])
+            st = style(models.index(m))
+            ax.errorbar(x, p, yerr=err, color=st["color"], marker=st["marker"], ls=st["ls"], ms=3, lw=1.0,
+                        capsize=2, elinewidth=0.8, label=lab.get(m, m))
+        ax.axhline(chance, color="grey", ls=":", lw=0.8, label=f"chance ({chance:.0%})")
+        ax.set_xscale("log", base=2)
+        evs = sorted(d.x.unique())
+        if evs:
+            ax.set_xticks(evs, [f"{x:g}" for x in evs])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_ylabel("passkey accuracy", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, frameon=False, handlelength=2.4, loc="best")
+    axes[-1, 0].set_xlabel("window / L (ev)", fontsize=7)
+    axes[0, 0].set_title("Passkey retrieval: rank-1 accuracy, 95% Wilson intervals", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def precision_plot(df: pd.DataFrame, models: list[str], lab: dict):
     d = df[df.probe.str.startswith("precision:")]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
     for ax, p in zip(axes, ("bf16", "fp16")):
@@ -190,14 +282,36 @@ def _plot(df: pd.DataFrame, models: list[str], lab: dict, out: Path, chance: flo
     legend(axes[1], loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle("Evaluation precision: change of the loss against fp32 (95% seed bands)", fontsize=9)
     fig.tight_layout()
-    save(fig, out, "precision")
+    return fig
 
 
 def _cell(t: Table, c) -> str:
     return t.text(c).replace(" (1 seed)", "")
 
 
-def beyondseed_summary(tables: list[Table]) -> str:
+def positive_control_sentence(r: Table) -> list[str]:
+    """The positive control, read at the shortest distance whose whole probe fits in L: the range of the
+    gains against the control, and which models' 95% intervals lie above 0 (they copy inside L)."""
+    cols = [j for j, c in enumerate(r.columns) if c.endswith("(inside L)")]
+    rows = [row for row in r.rows if row[1] == "control" and cols and isinstance(row[cols[0]], Est) and row[cols[0]].n]
+    if not rows:
+        return []
+    j = cols[0]
+    ests = {row[0]: row[j] for row in rows}
+    copies = [m for m, e in ests.items() if e.half is not None and e.mean - e.half > 0]
+    others = [m for m in ests if m not in copies]
+    text = (f"Positive control ({r.columns[j].split(' ')[0]}: the whole probe inside one training window): gains "
+            f"against the control from {min(e.mean for e in ests.values()):+.3f} to {max(e.mean for e in ests.values()):+.3f} "
+            f"nats/token; {len(copies)} of {len(ests)} models copy a held-out span there (95% interval above 0)"
+            + (f": {', '.join(f'{m} {ests[m].mean:+.3f}' for m in copies)}" if copies else ""))
+    if not copies:
+        text += ". No model copies even inside L, so no column beyond L can show whether a model extrapolates"
+    elif others:
+        text += f". {', '.join(others)} do not copy even inside L: their columns beyond L cannot show whether they extrapolate"
+    return [text + ".", ""]
+
+
+def beyondseed_summary(tables: list[Table], chance: float | None = None) -> str:
     """The README's beyond-the-paper section, generated from the tables."""
     by = {t.name: t for t in tables}
     lines = []
@@ -207,10 +321,11 @@ def beyondseed_summary(tables: list[Table]) -> str:
                   "over seeds (`beyond/retrieval.md`):", ""]
         lines += [f"- {row[0]}: " + " / ".join(_cell(r, c) for c in row[2:]) for row in r.rows if row[1] == "control"]
         lines.append("")
+        lines += positive_control_sentence(r)
     p = by["passkey"]
     if p.rows:
         lines += [f"Passkey accuracy (rank 1 of the candidates; {', '.join(p.columns[2:])}) with 95% Wilson intervals "
-                  "(`beyond/passkey.md`):", ""]
+                  f"(`beyond/passkey.md`" + (f"; chance {chance:.0%}" if chance else "") + "):", ""]
         lines += [f"- {row[0]}: " + " / ".join(_cell(p, c) for c in row[2:]) for row in p.rows
                   if row[1].startswith("rank")]
         lines.append("")
@@ -235,11 +350,20 @@ def build_beyond(config: dict, index_path: str | Path, out_dir: str | Path) -> l
     seeds = sorted({len(C.seeds(config, m)) for m in models})
     caption = (f"Run `{config['run_name']}`, {'/'.join(map(str, seeds))} seed(s) per model, held-out "
                f"{config['eval']['split']} documents")
-    chance = 1 / bey["passkey"]["candidates"]
+    pk = bey["passkey"]
+    chance = 1 / pk["candidates"]
+    inside = inside_L(config, models)
+    keys_note = (f"Keys and the {pk['candidates'] - 1} other candidates of each prompt: distinct words drawn from the "
+                 f"{pk['pool']} most frequent single-token words of the training split (lower-case, at least 3 letters, "
+                 "whole words, none of the prompt's own tokens; the list is in each result file, key_pool): tokens whose "
+                 "embeddings the model has trained, so a model that copies can succeed. The needle reads 'The pass key "
+                 "is K. Remember it. K is the pass key.'" if pk["keys"] == "words" else
+                 f"Keys: random {pk['digits']}-digit numbers, candidates of the same form; a corpus with few digits "
+                 "leaves their embeddings untrained and the probe at chance whatever the attention does.")
     pairs = [(m, m + C.BF16_SUFFIX) for m in bey["bf16_training"]]
     tables = [
-        retrieval_table(df, models, lab, caption),
-        passkey_table(df, models, lab, caption, chance),
+        retrieval_table(df, models, lab, caption, inside),
+        passkey_table(df, models, lab, caption, chance, keys_note),
         precision_table(df, pmodels, lab, bey["precision"]["precisions"], caption),
         training_precision_table(df, pairs, lab, caption),
         position_values_table(config, models, lab, bey["precision"]["precisions"], bey["precision"]["multiples"]),
@@ -251,8 +375,11 @@ def build_beyond(config: dict, index_path: str | Path, out_dir: str | Path) -> l
     ensure_dir(out / "data")
     write_text(out / "data" / "beyond.csv", df.to_csv(index=False), what="tidy data beyond.csv",
                kept="result files are kept; free space and rerun")
-    _plot(df, models, lab, plots, chance)
-    summary = beyondseed_summary(tables)
+    groups = panel_groups(config, models)
+    save(retrieval_plot(df, models, lab, inside, groups), plots, "retrieval")
+    save(passkey_plot(df, models, lab, chance, groups), plots, "passkey")
+    save(precision_plot(df, models, lab), plots, "precision")
+    summary = beyondseed_summary(tables, chance)
     write_text(out / "summary.md", summary)
     lines = ["# Beyond the paper: is long context used, and does precision matter?", "",
              "## Summary", "", summary, "",

@@ -4,7 +4,7 @@ builders in tables.py / plots.py / beyond.py are keyed by these). Light: no matp
 from expe.report import paper_numbers as P
 
 TABLES = ("section41", "ablations", "large", "scaling", "benchmarks", "hyperparameters", "primary", "differences",
-          "context", "sliding", "speed")
+          "context", "context_use", "sliding", "speed")
 PLOTS = ("loss_vs_length", "per_position", "context", "training_curves", "position_values")
 BEYOND_TABLES = ("retrieval", "passkey", "precision", "precision_training", "position_values")
 BEYOND_PLOTS = ("retrieval", "passkey", "precision")
@@ -38,8 +38,7 @@ def series_groups(rows: dict[str, str], most: int = 5) -> list[dict[str, str]]:
     for label, ref in rows.items():
         last = units[-1] if units else None
         same_model = last and last[-1][1].split("@")[0] == ref.split("@")[0]
-        plain_run = last and "@" not in ref and all("@" not in r for _, r in last) and \
-            not any(r2.split("@")[0] == ref.split("@")[0] for _, r2 in last)
+        plain_run = last and "@" not in ref and all("@" not in r for _, r in last)
         if same_model or (plain_run and not _has_variants(rows, ref) and not any(_has_variants(rows, r) for _, r in last)):
             last.append((label, ref))
         else:
@@ -56,6 +55,16 @@ def _has_variants(rows: dict[str, str], ref: str) -> bool:
     return any(r.startswith(ref.split("@")[0] + "@") for r in rows.values())
 
 
+def chunks(rows: dict, most: int = 5) -> list[dict]:
+    """Rows split into consecutive groups of at most `most`, as even as possible (6 rows: 3 + 3), so a
+    panel never draws more lines than a reader can tell apart."""
+    items = list(rows.items())
+    n = -(-len(items) // most) if items else 1
+    size = -(-len(items) // n) if items else 0
+    return [dict(items[i : i + size]) for i in range(0, len(items), size)] if items else []
+
+
 def plot_names(config: dict) -> list[str]:
     """Every plot file name (without extension) the plots step writes for this config."""
-    return list(PLOTS) + [f"loss_vs_length_{key}" for key, *_ in panels(config)]
+    keys = [key for key, *_ in panels(config)]
+    return list(PLOTS) + [f"loss_vs_length_{k}" for k in keys] + [f"context_use_{k}" for k in keys]

@@ -48,6 +48,7 @@ def band(ax, x, g: pd.DataFrame, style: dict, label: str, y="mean", lo="lo", hi=
 
 
 def seed_summary(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    df = df.assign(value=df["value"].astype(float))  # the probes' tidy column also holds "not run" reasons
     s = df.groupby(keys)["value"].agg(mean="mean", half=half_width, n="count").reset_index()
     s["lo"], s["hi"] = s["mean"] - s["half"], s["mean"] + s["half"]
     return s
@@ -179,6 +180,49 @@ def per_position(config: dict, res: Results, out: Path) -> None:
     fig.suptitle("Per-position loss along a window of 16 L (dotted: the training length); 95% seed bands", fontsize=9)
     fig.tight_layout()
     save(fig, out, "per_position")
+
+
+def context_use(config: dict, res: Results, out: Path) -> None:
+    """Loss at ev = 1 by tokens of context in log-spaced bins (the context_use table), 95% seed bands:
+    one single-column figure per paper table, a table of more than 5 rows split into stacked panels
+    that share both axes."""
+    from expe.report.tables import bin_label, context_bins
+
+    for key, title, rows, _ in panels(config):
+        groups = series_groups(rows)
+        fig, axes = plt.subplots(len(groups), 1, figsize=(3.5, 0.4 + 2.1 * len(groups)), sharex=True, sharey=True,
+                                 squeeze=False)
+        ticks: dict[float, str] = {}
+        index = {label: i for i, label in enumerate(rows)}  # one style per row across the stacked panels
+        for ax, group in zip(axes[:, 0], groups):
+            drawn = False
+            for label, ref in group.items():
+                i = index[label]
+                by_seed = res.context_losses(*parse_ref(ref))
+                if not by_seed:
+                    continue
+                bins = context_bins(len(next(iter(by_seed.values()))))
+                g = pd.DataFrame([dict(seed=s, x=float(np.sqrt(lo * hi)), value=float(c[lo - 1 : hi].mean()))
+                                  for s, c in by_seed.items() for lo, hi in bins])
+                ticks.update({float(np.sqrt(lo * hi)): bin_label(lo, hi) for lo, hi in bins})
+                s = seed_summary(g, ["x"]).sort_values("x")
+                band(ax, s["x"], s, {**style(i), "ms": 3, "lw": 1.1}, label)
+                drawn = True
+            if not drawn:
+                _empty(ax, title)
+                continue
+            ax.set_xscale("log", base=2)
+            ax.set_ylabel("loss at ev = 1 (nats)", fontsize=7)
+            ax.tick_params(labelsize=7)
+            ax.legend(fontsize=7, frameon=False, handlelength=2.4, loc="best")
+        ax = axes[-1, 0]
+        if ticks:
+            ax.set_xticks(list(ticks), list(ticks.values()), fontsize=7)
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel("tokens of context (log-spaced bins)", fontsize=7)
+        axes[0, 0].set_title(f"{title}: context use", fontsize=8)
+        fig.tight_layout()
+        save(fig, out, f"context_use_{key}")
 
 
 def context(config: dict, res: Results, out: Path) -> None:
@@ -320,6 +364,7 @@ def build_plots(config: dict, index_path: str | Path, out_dir: str | Path) -> No
     loss_vs_length(config, res, out)
     per_position(config, res, out)
     context(config, res, out)
+    context_use(config, res, out)
     training_curves(config, res, out)
     L = next(iter(c["train"]["seq_len"] for c in res.model_configs.values()), 64)
     position_values(out, run_seq_len=L)

@@ -7,6 +7,10 @@ loss_beyond_L, sliding_loss, train_seconds, final_train_loss, step_ms (the `spee
 <task>_acc / _acc_norm. The per-document sums the paired statistics need stay in memory
 (`Results.per_doc`).
 
+`Results.context_curve`, how much of the training window a model uses: the loss at ev = 1 by
+tokens of context c = 1 .. L (the per-position curve of every evaluated window, unbinned; the
+committed `per_position` list keeps its bins of L/8).
+
 `Results.probes`, the beyond-the-paper study: model, seed, probe (retrieval, passkey,
 precision:<dtype>), metric, x (distance or ev), value, n.
 """
@@ -36,6 +40,7 @@ class Results:
         self._sha: dict[str, str] = {}
         self.per_doc: dict[tuple, dict[int, tuple[float, int]]] = {}  # (model, seed, variant, metric, ev) -> doc -> (sum, n)
         self.per_position: list[dict[str, Any]] = []
+        self.context_curve: list[dict[str, Any]] = []  # ev = 1, one row per (model, seed, variant, context)
         self.missing: dict[tuple[str, str], str] = {}  # (model, variant) -> why
         self.benchmark_reasons: dict[tuple[str, str, str], str] = {}
         self.model_configs: dict[tuple[str, str], dict] = {}
@@ -110,6 +115,10 @@ class Results:
                             self.per_doc[(model, seed, variant, "loss_beyond_L", ev)] = {
                                 d["doc"]: (d["beyond_loss_sum"], d["beyond_tokens"]) for d in x["per_doc"]}
                         pp = np.asarray(x["per_position"])
+                        if ev == 1:  # per_position[j] scores token j + 1 of the window: j + 1 tokens of context
+                            self.context_curve += [dict(model=model, seed=int(seed), variant=variant, train_length=L,
+                                                        context=j + 1, loss=float(v), windows=x["windows"], source=rel)
+                                                   for j, v in enumerate(pp)]
                         width = max(1, L // 8)  # committed curves: bins of L/8 positions
                         for start in range(0, len(pp), width):
                             self.per_position.append(dict(model=model, seed=int(seed), variant=variant, ev=ev,
@@ -193,6 +202,14 @@ class Results:
         """seed id -> document id -> (loss sum, tokens): what paired differences pair by (stats.py)."""
         return {int(s): self.per_doc[(model, s, variant, metric, ev)] for s in self.seeds(model)
                 if (model, s, variant, metric, ev) in self.per_doc}
+
+    def context_losses(self, model: str, variant: str) -> dict[int, np.ndarray]:
+        """seed -> loss at ev = 1 by tokens of context (index c - 1 for c = 1 .. L)."""
+        out: dict[int, list[tuple[int, float]]] = {}
+        for r in self.context_curve:
+            if r["model"] == model and r["variant"] == variant:
+                out.setdefault(r["seed"], []).append((r["context"], r["loss"]))
+        return {s: np.asarray([v for _, v in sorted(rows)]) for s, rows in sorted(out.items())}
 
     def model_config(self, model: str) -> dict | None:
         for (m, _), cfg in sorted(self.model_configs.items()):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from expe.report.catalog import panels
 from expe.report.render import Cell, Diff, Est, Table
 from expe.report.results import Results
 
@@ -52,6 +53,7 @@ def summary_markdown(config: dict, res: Results, tables: list[Table]) -> str:
                      f"within ±{config['stats']['margin']:g} nats, {len(explo) - n_dir - n_eq} are inconclusive; none "
                      "is a finding of this reproduction.")
         lines.append("")
+    lines += context_use_sentence(config, by["context_use"])
     sl = by["sliding"]
     expe_rows = [r for r in sl.rows if r[0] in config["tables"].get("section41", {})]  # the Section 4.1 rows
     if expe_rows:
@@ -78,6 +80,31 @@ def _heldout_lines(t: Table | None) -> list[str]:
              f"{HELDOUT_COLUMN}, lm-eval acc (`benchmarks.md`):", ""]
     lines += [f"- {row[0]}: {_fmt_est(row[j])}" for row in t.rows]
     return lines + [""]
+
+
+def context_use_sentence(config: dict, t: Table) -> list[str]:
+    """How much of its window a default model uses, from the context_use table's cells: the context gain
+    and the share of it already reached with 8-15 tokens of context (the models of Sections 4.1 and 4.2,
+    not the inference-time variants)."""
+    labels = {lb for tab in ("section41", "large") for lb, ref in config["tables"].get(tab, {}).items() if "@" not in ref}
+    rows = [r for r in t.rows if r[0] in labels and isinstance(r[-1], Est) and r[-1].n]
+    if not rows:
+        return []
+    last = t.columns[-2]  # the last bin, c=L/2..L
+    gains = [r[-1].mean for r in rows]
+    text = (f"Context use at ev = 1 (`context_use.md`): the loss of the {len(rows)} models of Sections 4.1 and 4.2 "
+            f"falls by {min(gains):.2f}–{max(gains):.2f} nats from 1–4 tokens of context to {last.split('=')[1]} "
+            f"(the context gain, mean over seeds)")
+    mid = "c=8–15"
+    if mid in t.columns and mid != last:
+        j = t.columns.index(mid)
+        share = [(r[-1].mean + r[-2].mean - r[j].mean) / r[-1].mean for r in rows if r[-1].mean > 0 and isinstance(r[j], Est)]
+        further = [r[-2].mean - r[j].mean for r in rows if isinstance(r[j], Est)]
+        if share:
+            text += (f"; with 8–15 tokens of context they already have {min(share):.0%}–{max(share):.0%} of that gain, "
+                     f"and the rest of the window (up to {last.split('–')[-1]} tokens) changes the loss by a further "
+                     f"{min(further):+.2f} to {max(further):+.2f} nats")
+    return [text + ".", ""]
 
 
 def index_page(config: dict, tables: list[Table], prov: dict, res: Results, summary: str) -> str:
@@ -112,5 +139,8 @@ def index_page(config: dict, tables: list[Table], prov: dict, res: Results, summ
                    ("training_curves", "Training loss"),
                    ("position_values", "ExPE / ExQPE position values in fp32 and bf16")):
         lines += [f"### {cap}", "", f"![{cap}](plots/{p}.png)", "", f"[PDF](plots/{p}.pdf)", ""]
+    for key, title, *_ in panels(config):
+        cap = f"Context use, {title}: loss at ev = 1 by tokens of context, 95% seed bands"
+        lines += [f"### {cap}", "", f"![{cap}](plots/context_use_{key}.png)", "", f"[PDF](plots/context_use_{key}.pdf)", ""]
     lines += ["## Provenance", "", "```json", json.dumps(prov, indent=2), "```", ""]
     return "\n".join(lines)

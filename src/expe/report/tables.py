@@ -9,7 +9,8 @@ paper's numbers sit only in columns headed "(paper)", with the paper's two decim
 One builder per table (`@table(name)`, names listed once in `catalog.py`), each owning its caption
 and notes: section41 (Table 2), ablations (Table 7), large (Table 1), scaling (Table 3), benchmarks
 (Table 4), hyperparameters (Tables 5, 6, 8, 9), and ours: differences, context (positions < L and
->= L), sliding (every scored token with the same context), speed.
+>= L), context_use (the loss inside the training window by tokens of context), sliding (every scored
+token with the same context), speed.
 """
 
 from __future__ import annotations
@@ -487,6 +488,71 @@ def context_table(config: dict, res: Results, caption: str) -> Table:
     return t
 
 
+def context_bins(L: int) -> list[tuple[int, int]]:
+    """Log-spaced bins of tokens of context c = 1 .. L: [1], [2, 3], [4, 7], ..., [L/2, L]. The last
+    bin holds c = L, the last prediction of a training window."""
+    half = max(1, L // 2)
+    starts = [1]
+    while starts[-1] * 2 < half:
+        starts.append(starts[-1] * 2)
+    if starts[-1] < half:
+        starts.append(half)
+    return [(a, b - 1) for a, b in zip(starts, starts[1:])] + [(starts[-1], L)]
+
+
+def bin_label(lo: int, hi: int) -> str:
+    return str(lo) if lo == hi else f"{lo}–{hi}"
+
+
+def context_gain(curve: np.ndarray) -> float:
+    """Loss with 1-4 tokens of context minus loss with L/2 .. L tokens (curve[c - 1]: c tokens of context);
+    about 0 for a model that ignores its context, positive for one that uses it."""
+    L = len(curve)
+    return float(curve[: min(4, L)].mean() - curve[max(1, L // 2) - 1 :].mean())
+
+
+def context_use_table(config: dict, res: Results, caption: str) -> Table:
+    rows = _rows_of(config, ("section41", "ablations", "large", "scaling"))
+    curves = {ref: res.context_losses(*parse_ref(ref)) for _, ref in rows}
+    Ls = sorted({len(c) for by_seed in curves.values() for c in by_seed.values()})
+    # numeric bin labels; with several L, the last bin of each is the column "L/2–L"
+    inner = sorted({b for L in Ls for b in context_bins(L)[:-1]})
+    last = bin_label(Ls[0] // 2, Ls[0]) if len(Ls) == 1 else "L/2–L"
+    t = Table("context_use", "Context use: loss at ev = 1 by tokens of context inside the training window", caption,
+              ["Model"] + [f"c={bin_label(*b)}" for b in inner] + [f"c={last}", "context gain"])
+    for label, ref in rows:
+        model, variant = parse_ref(ref)
+        by_seed = curves[ref]
+        if not by_seed:
+            why = res.missing.get((model, variant)) or "not run (ev=1 not evaluated)"
+            t.add([label] + [why] * (len(inner) + 2), model=model, variant=variant, source=res.source_of(model, variant))
+            continue
+        L = len(next(iter(by_seed.values())))
+        bins = context_bins(L)
+        cells: list[Cell] = [label]
+        for b in inner:
+            cells.append(_est([c[b[0] - 1 : b[1]].mean() for c in by_seed.values()]) if b in bins[:-1] else "—")
+        lo, hi = bins[-1]
+        cells.append(_est([c[lo - 1 : hi].mean() for c in by_seed.values()]))
+        cells.append(_est([context_gain(c) for c in by_seed.values()]))
+        t.add(cells, model=model, variant=variant, source=res.source_of(model, variant))
+    t.notes += [
+        "c: tokens of context of a prediction. In a window of tokens 0 .. L, the token at position c is predicted "
+        "from the c tokens before it (position 0, the first token, has no context and is never scored), so c = 1 .. L. "
+        "Each cell: the loss at ev = 1 averaged over every evaluated window and the positions c of the bin (bins "
+        "[1], [2, 3], [4, 7], ..., [L/2, L], log-spaced; the last holds c = L).",
+        "Context gain: loss at c = 1-4 minus loss at c = L/2 .. L, per seed, then its mean and 95% t-interval over "
+        "seeds. A model that ignores its context has a gain of about 0 and a flat row; a model that uses all of "
+        "its window keeps falling up to the last bin.",
+    ]
+    return t
+
+
+def _est(values) -> Cell:
+    iv = stats.t_interval(list(values))
+    return Est(iv.mean, iv.half, iv.n) if iv.n else "not run (no result)"
+
+
 def sliding_table(config: dict, res: Results, caption: str) -> Table:
     ks = config["eval"]["sliding"]["multiples"]
     cols = ["Model"] + [f"Loss ev={k}" for k in ks]
@@ -627,6 +693,12 @@ def primary(r: Report) -> Table:
 def context(r: Report) -> Table:
     t = context_table(r.config, r.res, r.ours41 + "; " + r.oursL.replace("Ours: ", ""))
     return _notes(t, [INTERVAL_NOTE], [r.loss_note])
+
+
+@table("context_use")
+def context_use(r: Report) -> Table:
+    t = context_use_table(r.config, r.res, r.ours41 + "; " + r.oursL.replace("Ours: ", ""))
+    return _notes(t, [INTERVAL_NOTE.split(" '(paper)'")[0]], [r.loss_note, r.counts(r.small_models + r.large_models)])
 
 
 @table("sliding")
