@@ -50,6 +50,7 @@ def write_failure(path: str | os.PathLike, exc: BaseException, what: str = "", k
         reason = f"{_SPACE[code]} ({_mb(free)})"
     elif code in _ACCESS:
         reason = _ACCESS[code]
+        kept = kept.replace("free space and ", "make it writable and ")
     elif isinstance(exc, RuntimeError) and ("unexpected pos" in str(exc) or "file write failed" in str(exc)) \
             and free is not None and (needed is None or free < needed + (1 << 20)):
         reason = f"no space left on device ({_mb(free)}{f', {needed / 2**20:.1f} MB needed' if needed else ''})"
@@ -70,16 +71,19 @@ def guard_write(path: str | os.PathLike, what: str = "", kept: str = "", needed:
         raise err from None
 
 
-def ensure_dir(path: str | os.PathLike) -> Path:
-    """Create a directory (and parents), failing with one line if it cannot be written."""
+def ensure_dir(path: str | os.PathLike, what: str = "folder", kept: str = "") -> Path:
+    """Create a directory (and parents), failing with one line if it cannot be written (`what`: the
+    file that was to be written in it)."""
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        err = write_failure(p, e, "folder")
+        err = write_failure(p, e, what, kept)
         raise (err or ExpeError(f"cannot create output folder {p}: {e.strerror}")) from None
     if not os.access(p, os.W_OK):
-        raise WriteError(f"folder not written: permission denied at {p}")
+        reason = _ACCESS[errno.EROFS] if os.statvfs(p).f_flag & os.ST_RDONLY else _ACCESS[errno.EACCES]
+        kept = kept.replace("free space and ", "make it writable and ")
+        raise WriteError(f"{what} not written: {reason} at {p}" + (f"; {kept}" if kept else ""))
     return p
 
 
@@ -89,7 +93,7 @@ def atomic_path(path: str | os.PathLike, what: str = "", kept: str = "", needed:
     for lack of space or permission (in the block, the flush or the rename) is a WriteError naming
     `what` and what was `kept`; the temporary file is always removed."""
     final = Path(path)
-    ensure_dir(final.parent)
+    ensure_dir(final.parent, what or "file", kept)
     with guard_write(final, what, kept, needed):
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)

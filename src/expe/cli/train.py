@@ -75,7 +75,7 @@ def cmd_speed(args):
     cfg = config(args)
     r = measure_models(cfg, args.models.split(","), args.data, device=args.device, threads=cfg["speed"]["threads"],
                        log=lambda m: print(m, flush=True))
-    write_json(args.out, r, what="speed measurement")
+    write_json(args.out, r, what="speed measurement", kept="the models are kept; free space and rerun")
     for m, v in r["models"].items():
         print(f"{m}: median {v['median_ms']:.1f} ms/step (range {v['min_ms']:.1f}-{v['max_ms']:.1f}), "
               f"{v['tokens_per_s']:,.0f} tokens/s")

@@ -86,10 +86,10 @@ def train_tokenizer(texts: Iterable[str], out_path: str | Path, vocab_size: int,
     except RuntimeError as e:
         msg = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
         raise DataError(f"tokenizer training failed (tokenizer.vocab_size={vocab_size}): {msg}") from None
-    with atomic_path(out_path) as tmp:
+    with atomic_path(out_path, what="tokenizer") as tmp:
         tmp.write_bytes(buf.getvalue())
     tok = Tokenizer(out_path)
-    with atomic_path(Path(out_path).with_suffix(".json")) as tmp:
+    with atomic_path(Path(out_path).with_suffix(".json"), what="tokenizer description") as tmp:
         tmp.write_text(json.dumps({"vocab_size": tok.vocab_size, "type": "sentencepiece-bpe", "trained": True}))
     return tok
 

@@ -253,7 +253,8 @@ def build_beyond(config: dict, index_path: str | Path, out_dir: str | Path) -> l
                kept="result files are kept; free space and rerun")
     _plot(df, models, lab, plots, chance)
     summary = beyondseed_summary(tables)
-    write_text(out / "summary.md", summary)
+    kept = "result files are kept; free space and rerun"
+    write_text(out / "summary.md", summary, what="summary", kept=kept)
     lines = ["# Beyond the paper: is long context used, and does precision matter?", "",
              "## Summary", "", summary, "",
              "Produced by `snakemake beyond_paper`. Every number comes from `data/beyond.csv` (with the result file "
@@ -262,5 +263,5 @@ def build_beyond(config: dict, index_path: str | Path, out_dir: str | Path) -> l
         lines += [t.markdown(), ""]
     for p, cap in (("retrieval", "Repeat retrieval"), ("passkey", "Passkey"), ("precision", "Evaluation precision")):
         lines += [f"### {cap}", "", f"![{cap}](plots/{p}.png)", "", f"[PDF](plots/{p}.pdf)", ""]
-    write_text(out / "README.md", "\n".join(lines))
+    write_text(out / "README.md", "\n".join(lines), what="index page", kept=kept)
     return tables
