@@ -99,12 +99,17 @@ def fill_disk(monkeypatch, pattern: str, exc=ENOSPC, fail_at: int = 1) -> dict:
 
 
 def partial_native_write(real, exc):
-    """A native writer (torch.save, safetensors) that leaves half a file, then fails."""
+    """A native writer (torch.save to a file, safetensors' save_file) that leaves half a file, then fails."""
 
-    def write(obj, path, *a, **kw):
-        real(obj, path, *a, **kw)
-        data = Path(path).read_bytes()
-        Path(path).write_bytes(data[: len(data) // 2])
+    def write(obj, target, *a, **kw):
+        if hasattr(target, "write"):  # torch.save(obj, f)
+            buf = io.BytesIO()
+            real(obj, buf)
+            target.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        else:
+            real(obj, target, *a, **kw)
+            data = Path(target).read_bytes()
+            Path(target).write_bytes(data[: len(data) // 2])
         raise exc
 
     return write
@@ -399,3 +404,55 @@ def test_a_table_or_plot_that_does_not_fit_is_one_line_and_the_previous_one_stay
     monkeypatch.undo()
     no_temporary_files(tmp_path)
     assert (tmp_path / "out" / name).read_bytes() == b"the previous file"
+
+
+# ---------------------------------------------------------------- a real full disk: a small tmpfs (root only)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """mount(size) -> a tmpfs folder of that many bytes; remount(size) grows it; unmounted at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    mounted = []
+
+    def mount(size: int) -> Path:
+        opts = f"size={size}" if not mounted else f"remount,size={size}"
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"mount -t tmpfs failed: {r.stderr.strip() or r.returncode}")
+        mounted.append(size)
+        return mnt
+
+    try:
+        yield mount
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_checkpoint_folder_on_a_full_tmpfs_ends_in_one_line_and_resumes_bit_identical_once_it_grows(
+        shards, tmp_path, reference, small_disk, capsys):
+    import shutil
+
+    from expe.io import verify_checksum
+
+    ckpt = (reference.parent / "ref_c" / "step-00000012.pt").stat().st_size
+    disk = small_disk(int(1.5 * ckpt) + 64 * 1024)  # one checkpoint, its metrics and log, half another
+    argv = ["train", "--spec", json.dumps(tiny_spec()), "--data", str(shards), "--out", str(tmp_path / "m"),
+            "--checkpoints", str(disk / "c"), "--no-progress"]
+    code, err = run_cli(argv, capsys)
+    line = one_line(code, err, disk / "c" / "step-00000008.pt", "checkpoint step 8", "step 4 is kept")
+    free = int(re.search(r"\((\d+) kB free, 0\.\d MB needed\)", line)[1]) * 1024
+    assert free == pytest.approx(shutil.disk_usage(disk).free, abs=8 * 1024)  # what the disk reports once the
+    assert 0.3 * ckpt < free < ckpt  # partial file is gone: the half checkpoint of room, not 0
+    verify_checksum(disk / "c" / "step-00000004.pt", "checkpoint")  # the previous one is intact
+    assert sorted(p.name for p in (disk / "c").iterdir()) == [
+        "metrics.jsonl", "step-00000004.pt", "step-00000004.pt.sha256", "train.log"]  # no partial file
+    small_disk(3 * ckpt + 64 * 1024)  # space freed
+    code, err = run_cli(argv, capsys)
+    assert code == 0, err
+    same_weights(reference / "model.safetensors", tmp_path / "m" / "model.safetensors")
+    assert losses(tmp_path / "m" / "metrics.jsonl") == losses(reference / "metrics.jsonl")

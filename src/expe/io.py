@@ -46,14 +46,15 @@ def write_failure(path: str | os.PathLike, exc: BaseException, what: str = "", k
     the free space (the partial file already removed) is compared with the bytes the write needed."""
     code = getattr(exc, "errno", None)
     free = free_space(path)
+    need = f", {needed / 2**20:.1f} MB needed" if needed else ""
     if code in _SPACE:
-        reason = f"{_SPACE[code]} ({_mb(free)})"
+        reason = f"{_SPACE[code]} ({_mb(free)}{need})"
     elif code in _ACCESS:
         reason = _ACCESS[code]
         kept = kept.replace("free space and ", "make it writable and ")
     elif isinstance(exc, RuntimeError) and ("unexpected pos" in str(exc) or "file write failed" in str(exc)) \
             and free is not None and (needed is None or free < needed + (1 << 20)):
-        reason = f"no space left on device ({_mb(free)}{f', {needed / 2**20:.1f} MB needed' if needed else ''})"
+        reason = f"no space left on device ({_mb(free)}{need})"
     else:
         return None
     return WriteError(f"{what or 'file'} not written: {reason} at {path}" + (f"; {kept}" if kept else ""))
