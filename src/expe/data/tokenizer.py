@@ -147,8 +147,9 @@ def training_texts(config: dict[str, Any], load_dataset=None) -> tuple[list[str]
                         f"tokens (estimated as bytes/{data['bytes_per_token']}) to train the tokenizer on")
     held = predicted_heldout(entries, config)
     if len(held) >= len(entries):
-        raise DataError(f"tokenizer: all {len(entries)} documents would be held out (data.dev_size/test_size ask for "
-                        f"{len(held)}); lower data.dev_size/test_size or add documents")
+        raise DataError(f"tokenizer: no training document to train on: data.dev_size={data['dev_size']:g} and "
+                        f"data.test_size={data['test_size']:g} hold out every one of the {len(entries)} documents kept "
+                        f"from data.source {data['source']}; lower data.dev_size/test_size or add documents")
     used = [i for i in texts if i not in held]
     chars = sum(len(texts[i]) for i in used)
     if chars < cap and len(texts) < len(entries):  # held-out documents took room: read on past the kept ones
