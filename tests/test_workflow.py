@@ -230,3 +230,26 @@ def test_a_changed_config_in_the_same_run_keeps_the_first_configs_results_and_go
     r = smk("model_expe", "--configfile", a, "--cores", "2", cwd=tmp_path)
     assert "Nothing to be done" in r.stdout + r.stderr
     assert results() == both
+
+
+def test_a_second_snakemake_in_the_same_folder_is_refused_while_the_first_runs_and_the_first_finishes(tmp_path):
+    """Snakemake's own lock (.snakemake/locks): two runs on one results folder never write the same files."""
+    cfg = write_config(tmp_path / "c.yaml", run_name="lock", seeds=[1], tokenizer={"train_max_chars": 100000},
+                       train={"steps": 300, "checkpoint_every": 100, "log_every": 50},
+                       eval={"multiples": [1], "sliding": {"multiples": [1]}})
+    first = subprocess.Popen(SNAKEMAKE + ["model_expe", "--configfile", cfg, "--cores", "1"], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=UNACTIVATED)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / ".snakemake" / "locks").glob("*")):
+        time.sleep(0.1)
+    try:
+        second = smk("model_expe", "--configfile", cfg, "--cores", "1", cwd=tmp_path, check=False)
+        assert first.poll() is None, "the first run ended before the second started: lengthen it"
+    finally:
+        out, _ = first.communicate(timeout=600)
+    assert second.returncode != 0 and "Directory cannot be locked" in second.stdout + second.stderr
+    assert first.returncode == 0, out[-3000:]
+    assert len(list((tmp_path / "results" / "lock" / "models" / "expe").glob("*/model.safetensors"))) == 1
+    assert not [p for p in (tmp_path / "results").rglob("*.tmp")]  # no temporary file left behind
+    r = smk("model_expe", "--configfile", cfg, "--cores", "1", cwd=tmp_path)
+    assert "Nothing to be done" in r.stdout + r.stderr

@@ -450,7 +450,7 @@ def test_a_checkpoint_folder_on_a_full_tmpfs_ends_in_one_line_and_resumes_bit_id
     assert 0.3 * ckpt < free < ckpt  # partial file is gone: the half checkpoint of room, not 0
     verify_checksum(disk / "c" / "step-00000004.pt", "checkpoint")  # the previous one is intact
     assert sorted(p.name for p in (disk / "c").iterdir()) == [
-        "metrics.jsonl", "step-00000004.pt", "step-00000004.pt.sha256", "train.log"]  # no partial file
+        ".lock", "metrics.jsonl", "step-00000004.pt", "step-00000004.pt.sha256", "train.log"]  # no partial file
     small_disk(3 * ckpt + 64 * 1024)  # space freed
     code, err = run_cli(argv, capsys)
     assert code == 0, err

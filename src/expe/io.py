@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -116,6 +117,39 @@ def atomic_path(path: str | os.PathLike, what: str = "", kept: str = "", needed:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def exclusive(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold `<folder>/.lock` for the block: a second process on the same folder (two runs of one
+    training, with Snakemake's own lock bypassed or from two working folders) ends in one line instead
+    of appending to the same files. The kernel drops the lock with its process, even on SIGKILL, so no
+    stale lock is ever left; a filesystem without locks (some network mounts) runs unguarded."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        yield
+        return
+    path = ensure_dir(folder, "lock file") / ".lock"
+    with guard_write(path, "lock file"):
+        f = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise ExpeError(f"{what} {folder} is in use by {holder}; wait for it to end, or stop it") from None
+        except OSError:
+            pass
+        else:
+            f.seek(0)
+            f.truncate()
+            f.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+            f.flush()
+        yield
+    finally:
+        f.close()
 
 
 def write_text(path: str | os.PathLike, text: str, what: str = "", kept: str = "") -> None:

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from expe.errors import ConfigError, TrainingDiverged
-from expe.io import atomic_path, ensure_dir, guard_write, sha256_file, write_json
+from expe.io import atomic_path, ensure_dir, exclusive, guard_write, sha256_file, write_json
 from expe.nn.model import ModelConfig, Transformer
 from expe.runtime import autocast, grad_scaler, peak_flops, resolve_precision
 from expe.training.checkpoint import Checkpointer
@@ -162,9 +162,10 @@ def train(spec: dict[str, Any], data_dir: str | Path | None, out_dir: str | Path
     torch.set_num_threads(max(1, threads))
     wall0 = time.time()
     dist = setup(device)
-    try:
-        trainer = Trainer(spec, data_dir, ckpt_dir, dist, progress, track)
-        return trainer.run(out_dir, stop_after, wall0)
+    try:  # one training process per checkpoint folder (rank 0 holds it for the others)
+        with exclusive(ckpt_dir, "checkpoint folder") if dist.is_main else contextlib.nullcontext():
+            trainer = Trainer(spec, data_dir, ckpt_dir, dist, progress, track)
+            return trainer.run(out_dir, stop_after, wall0)
     finally:
         dist.close()
 
