@@ -456,3 +456,13 @@ def test_a_checkpoint_folder_on_a_full_tmpfs_ends_in_one_line_and_resumes_bit_id
     assert code == 0, err
     same_weights(reference / "model.safetensors", tmp_path / "m" / "model.safetensors")
     assert losses(tmp_path / "m" / "metrics.jsonl") == losses(reference / "metrics.jsonl")
+
+
+def test_a_log_line_that_does_not_fit_is_dropped_without_a_traceback(shards, tmp_path, reference, capsys, monkeypatch):
+    """<checkpoints>/train.log is a convenience copy of the log: a full disk there costs log lines, not
+    the run, and prints no logging traceback (a checkpoint or metrics write reports a full disk)."""
+    fill_disk(monkeypatch, "train.log")
+    code, err = run_cli(train_argv(shards, tmp_path), capsys)
+    assert code == 0 and not [ln for ln in err if "Traceback" in ln or "Logging error" in ln], err
+    monkeypatch.undo()
+    ends_like(reference, tmp_path)
