@@ -103,7 +103,8 @@ def test_a_truncated_checkpoint_is_detected_and_named(shards, tmp_path):
         train(tiny_spec(), shards, tmp_path / "m", tmp_path / "c", progress=False)
 
 
-def test_sigterm_writes_a_checkpoint_and_the_run_resumes_from_it(shards, tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_writes_a_checkpoint_and_the_run_resumes_from_it(sig, code, shards, tmp_path):
     spec = tiny_spec(steps=100000, checkpoint_every=100000)
     cmd = [sys.executable, "-m", "expe.cli", "train", "--spec", json.dumps(spec), "--data", str(shards),
            "--out", str(tmp_path / "m"), "--checkpoints", str(tmp_path / "c"), "--no-progress"]
@@ -112,10 +113,10 @@ def test_sigterm_writes_a_checkpoint_and_the_run_resumes_from_it(shards, tmp_pat
     deadline = time.time() + 60
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 10):
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert "SIGTERM received; checkpoint written" in err
+    assert proc.returncode == code, err
+    assert f"{sig.name} received; checkpoint written" in err
     (ck,) = (tmp_path / "c").glob("step-*.pt")
     step = torch.load(ck, weights_only=False)["step"]
     assert step >= 10  # not step 0: the work done before the signal is kept
