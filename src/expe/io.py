@@ -132,21 +132,21 @@ def exclusive(folder: str | os.PathLike, what: str) -> Iterator[None]:
         return
     path = ensure_dir(folder, "lock file") / ".lock"
     with guard_write(path, "lock file"):
-        f = open(path, "a+")
+        f = open(path, "a+b", buffering=0)  # unbuffered: nothing left to flush at close
     try:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            holder = f.read().strip() or "another process"
+            holder = f.read().decode("utf-8", "replace").strip() or "another process"
             raise ExpeError(f"{what} {folder} is in use by {holder}; wait for it to end, or stop it") from None
         except OSError:
             pass
         else:
-            f.seek(0)
-            f.truncate()
-            f.write(f"process {os.getpid()} on {socket.gethostname()}\n")
-            f.flush()
+            with contextlib.suppress(OSError):  # who holds it, for the second process's message; a full disk may refuse
+                f.seek(0)
+                f.truncate()
+                f.write(f"process {os.getpid()} on {socket.gethostname()}\n".encode())
         yield
     finally:
         f.close()
