@@ -4,8 +4,8 @@ status 2, no traceback, nothing half-written under a final name, the previous st
 same command, rerun once space is freed, finishes as an uninterrupted run would (bit-identical weights).
 
 The full disk is injected into the writer each site uses (Python's open, torch.save, safetensors),
-which fails after writing part of its data, as a real full disk does; `test_a_checkpoint_folder_on_a_
-full_tmpfs...` does it for real on a small tmpfs where the tests run as root."""
+which fails after writing part of its data, as a real full disk does; the last test fills a real
+disk: a small tmpfs, where the tests run as root."""
 
 import builtins
 import errno
@@ -18,9 +18,9 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
-from unittest.mock import ANY
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -184,7 +184,7 @@ def test_a_checkpoint_that_does_not_fit_is_one_line_keeps_the_previous_and_the_r
         failure, shards, tmp_path, reference, capsys, monkeypatch):
     from expe import io as expe_io
 
-    assert main(train_argv(shards, tmp_path) + ["--stop-after", "4"]) == 0  # checkpoint at step 4
+    assert run_cli(train_argv(shards, tmp_path) + ["--stop-after", "4"], capsys)[0] == 0  # checkpoint at step 4
     before = digests(tmp_path / "c")
     if failure == "OSError ENOSPC":
         exc = ENOSPC
@@ -202,13 +202,13 @@ def test_a_checkpoint_that_does_not_fit_is_one_line_keeps_the_previous_and_the_r
     assert {k: v for k, v in digests(tmp_path / "c").items() if k.startswith("step-")} == \
         {k: v for k, v in before.items() if k.startswith("step-")}  # only step 4, untouched
     assert not (tmp_path / "m" / "model.safetensors").exists()
-    assert main(train_argv(shards, tmp_path)) == 0  # space freed: the same command
+    assert run_cli(train_argv(shards, tmp_path), capsys)[0] == 0  # space freed: the same command
     ends_like(reference, tmp_path)
 
 
 def test_a_checksum_that_does_not_fit_leaves_only_the_previous_checkpoint(shards, tmp_path, reference, capsys,
                                                                          monkeypatch):
-    assert main(train_argv(shards, tmp_path) + ["--stop-after", "4"]) == 0
+    assert run_cli(train_argv(shards, tmp_path) + ["--stop-after", "4"], capsys)[0] == 0
     fill_disk(monkeypatch, "step-00000008.pt.sha256")
     capsys.readouterr()
     code, err = run_cli(train_argv(shards, tmp_path), capsys)
@@ -216,7 +216,7 @@ def test_a_checksum_that_does_not_fit_leaves_only_the_previous_checkpoint(shards
     monkeypatch.undo()
     no_temporary_files(tmp_path / "c")
     assert sorted(p.name for p in (tmp_path / "c").glob("step-*")) == ["step-00000004.pt", "step-00000004.pt.sha256"]
-    assert main(train_argv(shards, tmp_path)) == 0
+    assert run_cli(train_argv(shards, tmp_path), capsys)[0] == 0
     ends_like(reference, tmp_path)
 
 
@@ -229,7 +229,7 @@ def test_a_metrics_line_that_does_not_fit_is_one_line_and_the_rerun_ends_bit_ide
     monkeypatch.undo()
     assert hits["files"][-1] == str(tmp_path / "c" / "metrics.jsonl")  # the append, not a rewrite
     assert [p.name for p in (tmp_path / "c").glob("step-*.pt")] == ["step-00000004.pt"]
-    assert main(train_argv(shards, tmp_path)) == 0  # drops the cut line, resumes at step 4
+    assert run_cli(train_argv(shards, tmp_path), capsys)[0] == 0  # drops the cut line, resumes at step 4
     ends_like(reference, tmp_path)
 
 
@@ -249,7 +249,7 @@ def test_final_weights_that_do_not_fit_keep_the_last_checkpoint_and_the_rerun_wr
     monkeypatch.undo()
     no_temporary_files(tmp_path / "m", tmp_path / "c")
     assert not (tmp_path / "m" / "model.safetensors").exists()
-    assert main(train_argv(shards, tmp_path)) == 0
+    assert run_cli(train_argv(shards, tmp_path), capsys)[0] == 0
     ends_like(reference, tmp_path)
 
 
@@ -260,7 +260,7 @@ def test_a_model_config_that_does_not_fit_is_one_line(shards, tmp_path, referenc
     monkeypatch.undo()
     no_temporary_files(tmp_path / "m")
     assert not (tmp_path / "m" / "config.json").exists()
-    assert main(train_argv(shards, tmp_path)) == 0
+    assert run_cli(train_argv(shards, tmp_path), capsys)[0] == 0
     ends_like(reference, tmp_path)
 
 
