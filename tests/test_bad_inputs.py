@@ -56,6 +56,13 @@ def copy_damaged(project, tmp, what):
         shutil.copytree(project / "shards", d)
         (d / "test.bin").write_bytes((d / "test.bin").read_bytes()[:-6])
         return str(d)
+    if what == "flipped_shard":  # same length, one byte changed: only the checksum can tell
+        d = tmp / "shards"
+        shutil.copytree(project / "shards", d)
+        data = bytearray((d / "train.bin").read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (d / "train.bin").write_bytes(bytes(data))
+        return str(d)
     if what == "weights":
         d = tmp / "model"
         shutil.copytree(project / "model", d)
@@ -140,6 +147,10 @@ CASES = [
      "cannot create output folder"),
     ("corrupt shard", lambda p, t: ["evaluate", "--model-dir", str(p / "model"), "--data", copy_damaged(p, t, "shard"),
                                     "--out", str(t / "out" / "e.json"), "--multiples", "1"], "is corrupt or truncated"),
+    ("shard with a flipped byte", lambda p, t: ["train", "--spec", (p / "spec.json").read_text(), "--data",
+                                                copy_damaged(p, t, "flipped_shard"), "--out", str(t / "out" / "m"),
+                                                "--checkpoints", str(t / "out" / "c")],
+     "shards/train.bin is corrupt or truncated (checksum mismatch)"),
     ("truncated weights", lambda p, t: ["evaluate", "--model-dir", copy_damaged(p, t, "weights"), "--data",
                                         str(p / "shards"), "--out", str(t / "out" / "e.json")], "corrupt or truncated"),
     ("tokenizer/model vocabulary mismatch", lambda p, t: ["evaluate", "--model-dir", str(p / "model"), "--data",

@@ -350,3 +350,27 @@ def test_a_missing_tokenizer_file_is_named(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(DataError, match=f"tokenizer file {bad} is not a readable sentencepiece model"):
         Tokenizer(bad)
+
+
+def test_a_text_cap_smaller_than_a_held_out_first_document_trains_on_training_documents_only(tmp_path):
+    """Issue 21: the first document of the stream is held out and longer than the whole cap."""
+    docs = synthetic_docs(6, seed=1, min_words=300, max_words=400)  # each 1800-2200 characters
+    docs.sort(key=lambda d: doc_hash(11, d["id"]))  # stream order = held-out order: test, dev, then training
+    cfg = make_config(tmp_path, docs, dev_size=1, test_size=1)
+    cfg["tokenizer"]["train_max_chars"] = 1000  # the schema's minimum, below every document's length
+    assert all(len(d["text"]) > 1000 for d in docs)
+    s, tok = run(cfg, tmp_path)
+    used = json.loads(tok.with_name("tokenizer_info.json").read_text())["trained_on_ids"]
+    held = shard_docs(tmp_path / "s", "test")[1] + shard_docs(tmp_path / "s", "dev")[1]
+    assert held == [docs[0]["id"], docs[1]["id"]]  # the first two of the stream are held out ...
+    assert used == [docs[2]["id"]]  # ... and the tokenizer read the first training document, up to the cap
+    assert s["corpus"]["tokenizer_saw_heldout_documents"] == 0
+
+
+def test_a_corpus_whose_every_document_is_held_out_says_so(tmp_path):
+    cfg = make_config(tmp_path, synthetic_docs(4), dev_size=2, test_size=2)
+    with pytest.raises(DataError, match=r"tokenizer: no training document to train on: data.dev_size=2 and "
+                                        r"data.test_size=2 hold out every one of the 4 documents kept from "
+                                        r"data.source jsonl; lower data.dev_size/test_size or add documents"):
+        build_tokenizer(cfg, tmp_path / "tok" / "tokenizer.model")
+    assert not (tmp_path / "tok" / "tokenizer.model").exists()

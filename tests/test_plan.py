@@ -39,6 +39,7 @@ def test_a_changed_tokenizer_changes_every_model_folder_and_result_path_so_nothi
     assert a.run == b.run  # the same run_name ...
     assert not set(every_result(a)) & set(every_result(b))  # ... and not one result path in common
     assert not set(a.weights(a.models)) & set(b.weights(b.models))
+    assert a.speed_file != b.speed_file  # the speed measurement names the model folders it timed
 
 
 def test_evaluation_settings_change_the_result_path_but_not_the_model():

@@ -103,7 +103,8 @@ def test_a_truncated_checkpoint_is_detected_and_named(shards, tmp_path):
         train(tiny_spec(), shards, tmp_path / "m", tmp_path / "c", progress=False)
 
 
-def test_sigterm_writes_a_checkpoint_and_the_run_resumes_from_it(shards, tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_writes_a_checkpoint_and_the_run_resumes_from_it(sig, code, shards, tmp_path):
     spec = tiny_spec(steps=100000, checkpoint_every=100000)
     cmd = [sys.executable, "-m", "expe.cli", "train", "--spec", json.dumps(spec), "--data", str(shards),
            "--out", str(tmp_path / "m"), "--checkpoints", str(tmp_path / "c"), "--no-progress"]
@@ -112,10 +113,10 @@ def test_sigterm_writes_a_checkpoint_and_the_run_resumes_from_it(shards, tmp_pat
     deadline = time.time() + 60
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 10):
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert "SIGTERM received; checkpoint written" in err
+    assert proc.returncode == code, err
+    assert f"{sig.name} received; checkpoint written" in err
     (ck,) = (tmp_path / "c").glob("step-*.pt")
     step = torch.load(ck, weights_only=False)["step"]
     assert step >= 10  # not step 0: the work done before the signal is kept
@@ -283,3 +284,43 @@ def test_the_train_command_appends_every_attempts_log_to_the_checkpoint_folder(s
     log = (tmp_path / "c" / "train.log").read_text()
     assert "step 6/12" in log and "resuming from checkpoint at step 6/12" in log
     assert log.index("step 6/12") < log.index("resuming from checkpoint")
+
+
+def test_a_second_training_on_the_same_checkpoint_folder_is_refused_in_one_line(shards, tmp_path, capsys):
+    """Two runs of one training (Snakemake's lock bypassed, two working folders, two Slurm jobs) would
+    append to one metrics log and race on the checkpoints: the second stops before touching anything."""
+    import logging
+    import socket
+
+    from expe.cli import main
+
+    spec = tiny_spec(steps=100000, checkpoint_every=100000)
+    argv = ["train", "--spec", json.dumps(spec), "--data", str(shards), "--out", str(tmp_path / "m"),
+            "--checkpoints", str(tmp_path / "c"), "--no-progress"]
+    first = subprocess.Popen([sys.executable, "-m", "expe.cli"] + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    metrics = tmp_path / "c" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 4):
+        time.sleep(0.1)
+    logger = logging.getLogger("expe")
+    level = logger.level
+    try:
+        try:
+            assert main(argv + ["--stop-after", "2"]) == 2
+        finally:  # the command adds a file handler to the package logger
+            logger.setLevel(level)
+            for h in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+                logger.removeHandler(h)
+                h.close()
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert err == [f"expe: error: checkpoint folder {tmp_path / 'c'} is in use by process {first.pid} on "
+                       f"{socket.gethostname()}; wait for it to end, or stop it"]
+        assert first.poll() is None  # the first run goes on
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
+    assert steps == list(range(len(steps)))  # one writer: no line twice
+    r = train(spec, shards, tmp_path / "m", tmp_path / "c", stop_after=len(steps) + 2, progress=False)
+    assert r == {"stopped_at": len(steps) + 2}  # the lock died with its process: the run resumes

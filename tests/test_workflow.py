@@ -3,6 +3,7 @@ was never activated), reruns of one model only, config errors before any job, an
 training job that resumes."""
 
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -217,3 +218,53 @@ def test_committed_tables_do_not_stop_a_fresh_clone_from_running_everything(tmp_
     shutil.copytree(REPO / "paper_tables", tmp_path / "paper_tables")  # as in a fresh clone
     counts = job_counts(smk("-n", "--cores", "2", "paper_tables", cwd=tmp_path).stdout)
     assert counts["train"] == 54 and counts["tables"] == 1 and counts["shards"] == 1
+
+
+def test_a_changed_config_in_the_same_run_keeps_the_first_configs_results_and_going_back_is_nothing_to_do(tmp_path):
+    """Issue 21: only tokenizer.vocab_size changes between A and B, same run_name, same target."""
+    small = dict(run_name="switch", seeds=[1], train={"steps": 4, "checkpoint_every": 4, "log_every": 2},
+                 tokenizer={"train_max_chars": 100000}, eval={"multiples": [1], "sliding": {"multiples": [1]}})
+    a = write_config(tmp_path / "a.yaml", **small)
+    b = write_config(tmp_path / "b.yaml", **C.deep_merge(small, {"tokenizer": {"vocab_size": 400}}))
+    models = tmp_path / "results" / "switch" / "models" / "expe"
+
+    def results():
+        return {str(p.relative_to(models)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in models.glob("*/*/*.json")} | {
+                str(p.relative_to(models)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in models.glob("*/model.safetensors")}
+
+    smk("model_expe", "--configfile", a, "--cores", "2", cwd=tmp_path)
+    first = results()
+    assert len([p for p in first if "/eval/" in p]) == 1 and len([p for p in first if p.endswith("safetensors")]) == 1
+    smk("model_expe", "--configfile", b, "--cores", "2", cwd=tmp_path)
+    both = results()
+    assert {k: both[k] for k in first} == first  # A's model and evaluation untouched (same sha256) ...
+    assert len([p for p in both if "/eval/" in p]) == 2  # ... and B's beside them
+    assert len({p.split("/")[0] for p in both}) == 2  # two model folders
+    r = smk("model_expe", "--configfile", a, "--cores", "2", cwd=tmp_path)
+    assert "Nothing to be done" in r.stdout + r.stderr
+    assert results() == both
+
+
+def test_a_second_snakemake_in_the_same_folder_is_refused_while_the_first_runs_and_the_first_finishes(tmp_path):
+    """Snakemake's own lock (.snakemake/locks): two runs on one results folder never write the same files."""
+    cfg = write_config(tmp_path / "c.yaml", run_name="lock", seeds=[1], tokenizer={"train_max_chars": 100000},
+                       train={"steps": 300, "checkpoint_every": 100, "log_every": 50},
+                       eval={"multiples": [1], "sliding": {"multiples": [1]}})
+    first = subprocess.Popen(SNAKEMAKE + ["model_expe", "--configfile", cfg, "--cores", "1"], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=UNACTIVATED)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / ".snakemake" / "locks").glob("*")):
+        time.sleep(0.1)
+    try:
+        second = smk("model_expe", "--configfile", cfg, "--cores", "1", cwd=tmp_path, check=False)
+        assert first.poll() is None, "the first run ended before the second started: lengthen it"
+    finally:
+        out, _ = first.communicate(timeout=600)
+    assert second.returncode != 0 and "Directory cannot be locked" in second.stdout + second.stderr
+    assert first.returncode == 0, out[-3000:]
+    assert len(list((tmp_path / "results" / "lock" / "models" / "expe").glob("*/model.safetensors"))) == 1
+    assert not [p for p in (tmp_path / "results").rglob("*.tmp")]  # no temporary file left behind
+    r = smk("model_expe", "--configfile", cfg, "--cores", "1", cwd=tmp_path)
+    assert "Nothing to be done" in r.stdout + r.stderr

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -46,13 +47,15 @@ def write_failure(path: str | os.PathLike, exc: BaseException, what: str = "", k
     the free space (the partial file already removed) is compared with the bytes the write needed."""
     code = getattr(exc, "errno", None)
     free = free_space(path)
+    need = f", {needed / 2**20:.1f} MB needed" if needed else ""
     if code in _SPACE:
-        reason = f"{_SPACE[code]} ({_mb(free)})"
+        reason = f"{_SPACE[code]} ({_mb(free)}{need})"
     elif code in _ACCESS:
         reason = _ACCESS[code]
+        kept = kept.replace("free space and ", "make it writable and ")
     elif isinstance(exc, RuntimeError) and ("unexpected pos" in str(exc) or "file write failed" in str(exc)) \
             and free is not None and (needed is None or free < needed + (1 << 20)):
-        reason = f"no space left on device ({_mb(free)}{f', {needed / 2**20:.1f} MB needed' if needed else ''})"
+        reason = f"no space left on device ({_mb(free)}{need})"
     else:
         return None
     return WriteError(f"{what or 'file'} not written: {reason} at {path}" + (f"; {kept}" if kept else ""))
@@ -70,16 +73,19 @@ def guard_write(path: str | os.PathLike, what: str = "", kept: str = "", needed:
         raise err from None
 
 
-def ensure_dir(path: str | os.PathLike) -> Path:
-    """Create a directory (and parents), failing with one line if it cannot be written."""
+def ensure_dir(path: str | os.PathLike, what: str = "folder", kept: str = "") -> Path:
+    """Create a directory (and parents), failing with one line if it cannot be written (`what`: the
+    file that was to be written in it)."""
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        err = write_failure(p, e, "folder")
+        err = write_failure(p, e, what, kept)
         raise (err or ExpeError(f"cannot create output folder {p}: {e.strerror}")) from None
     if not os.access(p, os.W_OK):
-        raise WriteError(f"folder not written: permission denied at {p}")
+        reason = _ACCESS[errno.EROFS] if os.statvfs(p).f_flag & os.ST_RDONLY else _ACCESS[errno.EACCES]
+        kept = kept.replace("free space and ", "make it writable and ")
+        raise WriteError(f"{what} not written: {reason} at {p}" + (f"; {kept}" if kept else ""))
     return p
 
 
@@ -89,7 +95,7 @@ def atomic_path(path: str | os.PathLike, what: str = "", kept: str = "", needed:
     for lack of space or permission (in the block, the flush or the rename) is a WriteError naming
     `what` and what was `kept`; the temporary file is always removed."""
     final = Path(path)
-    ensure_dir(final.parent)
+    ensure_dir(final.parent, what or "file", kept)
     with guard_write(final, what, kept, needed):
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
@@ -111,6 +117,39 @@ def atomic_path(path: str | os.PathLike, what: str = "", kept: str = "", needed:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def exclusive(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold `<folder>/.lock` for the block: a second process on the same folder (two runs of one
+    training, with Snakemake's own lock bypassed or from two working folders) ends in one line instead
+    of appending to the same files. The kernel drops the lock with its process, even on SIGKILL, so no
+    stale lock is ever left; a filesystem without locks (some network mounts) runs unguarded."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        yield
+        return
+    path = ensure_dir(folder, "lock file") / ".lock"
+    with guard_write(path, "lock file"):
+        f = open(path, "a+b", buffering=0)  # unbuffered: nothing left to flush at close
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().decode("utf-8", "replace").strip() or "another process"
+            raise ExpeError(f"{what} {folder} is in use by {holder}; wait for it to end, or stop it") from None
+        except OSError:
+            pass
+        else:
+            with contextlib.suppress(OSError):  # who holds it, for the second process's message; a full disk may refuse
+                f.seek(0)
+                f.truncate()
+                f.write(f"process {os.getpid()} on {socket.gethostname()}\n".encode())
+        yield
+    finally:
+        f.close()
 
 
 def write_text(path: str | os.PathLike, text: str, what: str = "", kept: str = "") -> None:

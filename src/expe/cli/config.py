@@ -19,7 +19,7 @@ def cmd_config_doc(args):
     if args.out:
         from expe.io import write_text
 
-        write_text(args.out, text)
+        write_text(args.out, text, what="config reference")
     else:
         print(text, end="")
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from expe.cli.args import choices, common, default, float_list, int_list, job_spec, nonnegative_int, positive_int, progress
 from expe.errors import ConfigError
 
+KEPT = "the model and earlier results are kept; free space and rerun"  # what a failed result write leaves
+
 
 def pe_overrides(pairs: list[str] | None) -> dict[str, str]:
     """--pe KEY=VALUE pairs; typed and checked against the model's encoding where it is loaded."""
@@ -46,12 +48,12 @@ def cmd_evaluate(args):
         results = {p: evaluate(args.model_dir, args.data, precision=p, **run) for p in s["precisions"]}
         for p, r in results.items():  # written only once every precision ran
             r["variant"] = s.get("variant", "base")
-            write_json(args.out.replace("{precision}", p), r, what=f"{p} evaluation result")
+            write_json(args.out.replace("{precision}", p), r, what=f"{p} evaluation result", kept=KEPT)
             print(f"{p}: " + ", ".join(f"ev={x['ev']} {x['loss']:.4f}" for x in r["results"]))
         return
     r = evaluate(args.model_dir, args.data, precision=s["precision"], sliding=s.get("sliding"), **run)
     r["variant"] = s.get("variant", "base")
-    write_json(args.out, r, what="evaluation result")
+    write_json(args.out, r, what="evaluation result", kept=KEPT)
     for row in r["results"]:
         print(f"ev={row['ev']:>2} length {row['length']:>6}: loss {row['loss']:.4f} "
               f"({row['windows']} windows, {row['tokens']} tokens)")
@@ -80,7 +82,8 @@ def cmd_probe(args):
     out = run_probes(kinds, args.model_dir, args.data, split=split, device=args.device, precision=precision,
                      tokenizer=args.tokenizer, threads=args.threads)
     for kind, r in out.items():  # --out: the file (one probe) or the folder (several: <kind>.json)
-        write_json(Path(args.out) / f"{kind}.json" if len(kinds) > 1 else args.out, r, what=f"{kind} probe result")
+        write_json(Path(args.out) / f"{kind}.json" if len(kinds) > 1 else args.out, r, what=f"{kind} probe result",
+                   kept=KEPT)
         for row in r["results"]:
             if kind == "retrieval":
                 print(f"retrieval D={row['distance']:>5}{' (inside L)' if row['inside_L'] else ''}: gain vs control "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 from expe.cli.args import common, config, positive_int, progress
@@ -29,6 +30,21 @@ def _spec(args) -> dict:
     return C.model_spec(cfg, args.model, args.seed)
 
 
+class _QuietOnFullDisk(logging.FileHandler):
+    """A log line that cannot be written (full disk) is dropped without logging's traceback on stderr;
+    the checkpoint or metrics write that follows reports the full disk in one line."""
+
+    def handleError(self, record):
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handleError(record)
+
+    def close(self):
+        try:
+            super().close()  # closes the file even when its last flush fails
+        except OSError:
+            pass
+
+
 def keep_log(ckpt: str) -> None:
     """Append this process's log to <checkpoints>/train.log as well. Snakemake deletes a failed job's
     `log:` file before it retries the job, so the log of a preempted or crashed attempt (SIGTERM,
@@ -39,7 +55,7 @@ def keep_log(ckpt: str) -> None:
     if os.environ.get("RANK", "0") != "0":
         return
     os.makedirs(ckpt, exist_ok=True)
-    handler = logging.FileHandler(Path(ckpt) / "train.log", mode="a", encoding="utf-8")
+    handler = _QuietOnFullDisk(Path(ckpt) / "train.log", mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logger = logging.getLogger("expe")
     logger.addHandler(handler)
@@ -75,7 +91,7 @@ def cmd_speed(args):
     cfg = config(args)
     r = measure_models(cfg, args.models.split(","), args.data, device=args.device, threads=cfg["speed"]["threads"],
                        log=lambda m: print(m, flush=True))
-    write_json(args.out, r, what="speed measurement")
+    write_json(args.out, r, what="speed measurement", kept="the models are kept; free space and rerun")
     for m, v in r["models"].items():
         print(f"{m}: median {v['median_ms']:.1f} ms/step (range {v['min_ms']:.1f}-{v['max_ms']:.1f}), "
               f"{v['tokens_per_s']:,.0f} tokens/s")

@@ -203,7 +203,7 @@ def prepare(config: dict[str, Any], tokenizer_path: str | Path, out_dir: str | P
     if key_path.exists() and read_json(key_path) != key:
         shutil.rmtree(work)  # parts of another data config or tokenizer: start over
         work = ensure_dir(work)
-    write_json(key_path, key)
+    write_json(key_path, key, what="preparation key")
     workers = data["workers"]
     jobs = [WorkerJob(config, str(tokenizer_path), str(work), w, load_dataset, stop_after_chunks, progress and workers == 1)
             for w in range(workers)]
@@ -265,6 +265,8 @@ def _merge(config, tok: Tokenizer, work: Path, states: list[dict], out: Path, t0
     assign[order[n_test : n_test + n_dev]] = 1
 
     kept = f"the tokenised chunk parts in {work} are kept; free space and rerun to finish"
+    # the shards below replace earlier ones file by file: a folder without its manifest is incomplete
+    (out / "manifest.json").unlink(missing_ok=True)
     writers = {s: ShardWriter(out, s, tok.vocab_size, kept) for s in SPLITS}
     split_ids: dict[str, list[str]] = {s: [] for s in SPLITS}
     held: list[tuple[float, str, int, np.ndarray]] = []  # dev/test, written in u order: independent of workers
@@ -290,8 +292,14 @@ def _merge(config, tok: Tokenizer, work: Path, states: list[dict], out: Path, t0
         for w in writers.values():
             w.abort()
         raise
-    metas = {s: writers[s].close({"doc_ids": split_ids[s], "min_tokens": data["min_tokens"] if s == "train" else test_min})
-             for s in SPLITS}
+    metas = {}
+    for k, s in enumerate(SPLITS):
+        try:
+            metas[s] = writers[s].close({"doc_ids": split_ids[s], "min_tokens": data["min_tokens"] if s == "train" else test_min})
+        except BaseException:
+            for later in SPLITS[k + 1 :]:
+                writers[later].abort()
+            raise
     tok_info_path = Path(tokenizer_path).with_name("tokenizer_info.json")
     tok_used = set(read_json(tok_info_path).get("trained_on_ids", [])) if tok_info_path.exists() else set()
     overlap = len(tok_used & (set(split_ids["dev"]) | set(split_ids["test"])))

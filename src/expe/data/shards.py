@@ -48,14 +48,14 @@ class ShardWriter:
         self.offsets.append(self.offsets[-1] + arr.size)
 
     def close(self, extra: dict | None = None) -> dict:
-        with guard_write(self.dir / f"{self.split}.bin", f"token shard {self.split}.bin", self.kept):
-            self._f.close()
         try:
+            with guard_write(self.dir / f"{self.split}.bin", f"token shard {self.split}.bin", self.kept):
+                self._f.close()  # a full disk often shows here, at the last flush
             bin_sha = sha256_file(self._bin_path)
-            self._bin_ctx.__exit__(None, None, None)
-        except BaseException as e:
-            self._bin_ctx.__exit__(type(e), e, None)
+        except BaseException:
+            self.abort()
             raise
+        self._bin_ctx.__exit__(None, None, None)  # publishes <split>.bin (or removes its temporary file)
         with atomic_path(self.dir / f"{self.split}.idx.npy", what=f"token index {self.split}.idx.npy", kept=self.kept) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, np.asarray(self.offsets, dtype=np.int64))

@@ -90,10 +90,10 @@ def train_tokenizer(texts: Iterable[str], out_path: str | Path, vocab_size: int,
     except RuntimeError as e:
         msg = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
         raise DataError(f"tokenizer training failed (tokenizer.vocab_size={vocab_size}): {msg}") from None
-    with atomic_path(out_path) as tmp:
+    with atomic_path(out_path, what="tokenizer") as tmp:
         tmp.write_bytes(buf.getvalue())
     tok = Tokenizer(out_path)
-    with atomic_path(Path(out_path).with_suffix(".json")) as tmp:
+    with atomic_path(Path(out_path).with_suffix(".json"), what="tokenizer description") as tmp:
         tmp.write_text(json.dumps({"vocab_size": tok.vocab_size, "type": "sentencepiece-bpe", "trained": True}))
     return tok
 
@@ -151,8 +151,9 @@ def training_texts(config: dict[str, Any], load_dataset=None) -> tuple[list[str]
                         f"tokens (estimated as bytes/{data['bytes_per_token']}) to train the tokenizer on")
     held = predicted_heldout(entries, config)
     if len(held) >= len(entries):
-        raise DataError(f"tokenizer: all {len(entries)} documents would be held out (data.dev_size/test_size ask for "
-                        f"{len(held)}); lower data.dev_size/test_size or add documents")
+        raise DataError(f"tokenizer: no training document to train on: data.dev_size={data['dev_size']:g} and "
+                        f"data.test_size={data['test_size']:g} hold out every one of the {len(entries)} documents kept "
+                        f"from data.source {data['source']}; lower data.dev_size/test_size or add documents")
     used = [i for i in texts if i not in held]
     chars = sum(len(texts[i]) for i in used)
     if chars < cap and len(texts) < len(entries):  # held-out documents took room: read on past the kept ones

@@ -105,7 +105,7 @@ def fetch_benchmark_data(tasks: list[str], out: str, include_path: str | list[st
             status[task] = NOT_RUN_OFFLINE if not online else f"not run: dataset could not be loaded ({type(e).__name__})"
             log.warning("%s: %s", task, status[task])
     result = {"online": online, "tasks": status, "cache": os.environ.get("HF_DATASETS_CACHE") or "~/.cache/huggingface"}
-    write_json(out, result)
+    write_json(out, result, what="benchmark dataset check", kept="free space and rerun")
     return result
 
 
@@ -163,5 +163,5 @@ def run_benchmarks(model_dir: str, tokenizer: str, tasks: list[str], out: str, n
             result["tasks"][task].update(settings=meta, chance=1 / meta["choices"] if meta.get("choices") else None)
         result["raw"][task] = {"results": res["results"], "configs": {k: str(v) for k, v in res.get("configs", {}).items()}}
         log.info("%s: %s", task, result["tasks"][task])
-    write_json(out, result)
+    write_json(out, result, what="benchmark result", kept="the model and earlier results are kept; free space and rerun")
     return result

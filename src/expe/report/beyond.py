@@ -311,7 +311,7 @@ def positive_control_sentence(r: Table) -> list[str]:
     return [text + ".", ""]
 
 
-def beyondseed_summary(tables: list[Table], chance: float | None = None) -> str:
+def beyond_summary(tables: list[Table], chance: float | None = None) -> str:
     """The README's beyond-the-paper section, generated from the tables."""
     by = {t.name: t for t in tables}
     lines = []
@@ -379,8 +379,9 @@ def build_beyond(config: dict, index_path: str | Path, out_dir: str | Path) -> l
     save(retrieval_plot(df, models, lab, inside, groups), plots, "retrieval")
     save(passkey_plot(df, models, lab, chance, groups), plots, "passkey")
     save(precision_plot(df, models, lab), plots, "precision")
-    summary = beyondseed_summary(tables, chance)
-    write_text(out / "summary.md", summary)
+    summary = beyond_summary(tables, chance)
+    kept = "result files are kept; free space and rerun"
+    write_text(out / "summary.md", summary, what="summary", kept=kept)
     lines = ["# Beyond the paper: is long context used, and does precision matter?", "",
              "## Summary", "", summary, "",
              "Produced by `snakemake beyond_paper`. Every number comes from `data/beyond.csv` (with the result file "
@@ -389,5 +390,5 @@ def build_beyond(config: dict, index_path: str | Path, out_dir: str | Path) -> l
         lines += [t.markdown(), ""]
     for p, cap in (("retrieval", "Repeat retrieval"), ("passkey", "Passkey"), ("precision", "Evaluation precision")):
         lines += [f"### {cap}", "", f"![{cap}](plots/{p}.png)", "", f"[PDF](plots/{p}.pdf)", ""]
-    write_text(out / "README.md", "\n".join(lines))
+    write_text(out / "README.md", "\n".join(lines), what="index page", kept=kept)
     return tables

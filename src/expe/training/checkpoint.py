@@ -54,8 +54,13 @@ class Checkpointer:
         kept = f"step {kept_step} is kept" if kept_step else "no earlier checkpoint exists"
         needed = sum(t.numel() * t.element_size() for t in _tensors(state))
         with atomic_path(path, what=f"checkpoint step {step}", kept=kept, needed=needed) as tmp:
-            torch.save(state, tmp)
-        write_checksum(path, what=f"checkpoint step {step}", kept=kept)  # a checkpoint counts only once this exists
+            with open(tmp, "wb") as f:  # our file: closed before the free space is read, if the disk is full
+                torch.save(state, f)
+        try:
+            write_checksum(path, what=f"checkpoint step {step}", kept=kept)  # a checkpoint counts only once this exists
+        except BaseException:
+            path.unlink(missing_ok=True)  # a checkpoint without its checksum never counts: give its space back
+            raise
         for old in self.files():
             if old != path:
                 Path(f"{old}.sha256").unlink(missing_ok=True)  # checksum first: never a checksum without its file

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from expe.errors import ConfigError, TrainingDiverged
-from expe.io import atomic_path, ensure_dir, guard_write, sha256_file, write_json
+from expe.io import atomic_path, ensure_dir, exclusive, guard_write, sha256_file, write_json
 from expe.nn.model import ModelConfig, Transformer
 from expe.runtime import autocast, grad_scaler, peak_flops, resolve_precision
 from expe.training.checkpoint import Checkpointer
@@ -165,9 +165,10 @@ def train(spec: dict[str, Any], data_dir: str | Path | None, out_dir: str | Path
     torch.set_num_threads(max(1, threads))
     wall0 = time.time()
     dist = setup(device)
-    try:
-        trainer = Trainer(spec, data_dir, ckpt_dir, dist, progress, track)
-        return trainer.run(out_dir, stop_after, wall0)
+    try:  # one training process per checkpoint folder (rank 0 holds it for the others)
+        with exclusive(ckpt_dir, "checkpoint folder") if dist.is_main else contextlib.nullcontext():
+            trainer = Trainer(spec, data_dir, ckpt_dir, dist, progress, track)
+            return trainer.run(out_dir, stop_after, wall0)
     finally:
         dist.close()
 
@@ -259,13 +260,14 @@ class Trainer:
                     dist.barrier()
                     return {"rank": dist.rank}
                 summary = finalize(self.model, self.spec, tcfg, out_dir, self.metrics_path, self.train_seconds,
-                                   self.precision, dist, time.time() - wall0)
+                                   self.precision, dist, time.time() - wall0, self._kept())
                 self.trackers.summary({k: summary[k] for k in ("final_train_loss", "train_seconds", "tokens")})
         finally:
             self.bar.close()
             self.loader.close()
             if self.mlog:
-                self.mlog.close()
+                with contextlib.suppress(OSError):  # every line was flushed at its sync; after a failed write
+                    self.mlog.close()  # (full disk) the close fails too, and the write's one-line error is reported
         dist.barrier()
         return summary
 
@@ -293,6 +295,10 @@ class Trainer:
         self.steps_since += 1
         self.bar.update(1)
 
+    def _kept(self) -> str:
+        """What a failed write leaves to resume from."""
+        return f"checkpoint step {self.last_good} is kept" if self.last_good else "no checkpoint yet"
+
     def _sync(self, done: int) -> None:
         """The one host sync between log steps: losses to the host, NaN check, metrics lines, trackers."""
         tcfg, dist = self.tcfg, self.dist
@@ -317,11 +323,11 @@ class Trainer:
             if step == self.pending[-1][0]:  # throughput over the interval since the last sync
                 row.update(tokens_per_s=round(tok_s, 1), **({"mfu": round(mfu, 4)} if mfu is not None else {}))
             if self.mlog:
-                with guard_write(self.metrics_path, "training metrics", f"checkpoint step {self.last_good} is kept"):
+                with guard_write(self.metrics_path, "training metrics", self._kept()):
                     self.mlog.write(json.dumps(row) + "\n")
             self.trackers.log(step, {k: v for k, v in row.items() if k not in ("step", "wall_time")})
         if self.mlog:
-            with guard_write(self.metrics_path, "training metrics", f"checkpoint step {self.last_good} is kept"):
+            with guard_write(self.metrics_path, "training metrics", self._kept()):
                 self.mlog.flush()
         if rows and self.progress:
             post = {"loss": f"{rows[-1][0]:.3f}", "tok/s": f"{tok_s:,.0f}"}
@@ -337,14 +343,14 @@ class Trainer:
 
 
 def finalize(model: Transformer, spec, tcfg: TrainConfig, out_dir, metrics: Path, train_seconds: float,
-             precision: str, dist: Dist, wall_seconds: float):
+             precision: str, dist: Dist, wall_seconds: float, kept: str = "the last checkpoint is kept"):
     from safetensors.torch import save_file
 
     out = ensure_dir(out_dir)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if model.cfg.tie_embeddings:
         state.pop("lm_head.weight")  # safetensors refuses shared storage; re-tied on load
-    kept = "the last checkpoint is kept; rerun to finish"
+    kept = f"{kept}; rerun to finish"
     with atomic_path(out / "model.safetensors", what="weights", kept=kept) as tmp:
         save_file(state, str(tmp))
     with atomic_path(out / "metrics.jsonl", what="training metrics", kept=kept) as tmp:
