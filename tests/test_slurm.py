@@ -133,7 +133,7 @@ def test_a_training_job_stopped_with_sigterm_is_resubmitted_and_resumes_to_the_s
 
 @skip_without_slurm
 def test_the_multi_node_recipe_runs_as_a_batch_job(tmp_path):
-    """srun + torchrun with c10d rendezvous (the recipe of expe.cli.launch_command), on one node here."""
+    """srun + torchrun with c10d rendezvous (the recipe of expe.training.launch.launch_command), on one node here."""
     from conftest import tiny_spec, write_shards
     import numpy as np
 
@@ -146,7 +146,7 @@ def test_the_multi_node_recipe_runs_as_a_batch_job(tmp_path):
     script.write_text(f"""#!/bin/bash
 #SBATCH --nodes=1 --ntasks-per-node=1 --cpus-per-task=2 --partition=cpu --account=my_account --time=10
 export EXPE_RDZV_HOST=$(hostname -s) SLURM_JOB_NUM_NODES=2
-{sys.executable} -c "from expe.cli import launch_command; import os; print(' '.join(launch_command(['train'], 2, dict(os.environ))))"
+{sys.executable} -c "from expe.training.launch import launch_command; import os; print(' '.join(launch_command(['train'], 2, dict(os.environ))))"
 srun --ntasks-per-node=1 {sys.executable} -m expe.training.launch --nnodes=1 --nproc_per_node=2 --rdzv_backend=c10d \\
   --rdzv_endpoint=$(hostname -s):29511 --rdzv_id=$SLURM_JOB_ID -m expe.cli train --spec-file {tmp_path}/spec.json \\
   --data {data} --out {tmp_path}/m --checkpoints {tmp_path}/c --device cpu --no-progress
