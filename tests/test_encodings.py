@@ -333,3 +333,23 @@ def test_every_encoding_trains_several_steps_and_evaluates_beyond_L(name, shards
     assert math.isfinite(r["final_train_loss"])
     out = evaluate(tmp_path / "m", shards, [1, 4], max_tokens=256, progress=False)
     assert [x["ev"] for x in out["results"]] == [1, 4] and all(math.isfinite(x["loss"]) for x in out["results"])
+
+
+def test_dual_chunk_attention_is_plain_rope_within_its_chunk_and_bounds_every_distance_beyond():
+    """DCA (An et al. 2024) at inference: with a chunk span c >= the window it is exactly RoPE's attention;
+    at 4x L it runs with every query-key distance remapped into [0, c)."""
+    torch.manual_seed(0)
+    model = Transformer(cfg({"name": "rope"})).eval()
+    x = torch.randint(0, 97, (1, L))
+    with torch.no_grad():
+        plain = model(x)
+        model.pe.set_inference(dca_chunk=L + 8)
+        dca = model(x)
+        model.pe.set_inference(dca_chunk=L // 2)
+        long = model(torch.randint(0, 97, (1, 4 * L)))
+    assert torch.allclose(plain, dca, atol=1e-5)
+    assert torch.isfinite(long).all()
+    from expe.nn.dca import dca_positions
+
+    pos = dca_positions(torch.arange(4 * L), L // 2)
+    assert int(pos["inter"].max()) < L // 2 and int(pos["succ"].max()) < L // 2

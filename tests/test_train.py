@@ -324,3 +324,24 @@ def test_a_second_training_on_the_same_checkpoint_folder_is_refused_in_one_line(
     assert steps == list(range(len(steps)))  # one writer: no line twice
     r = train(spec, shards, tmp_path / "m", tmp_path / "c", stop_after=len(steps) + 2, progress=False)
     assert r == {"stopped_at": len(steps) + 2}  # the lock died with its process: the run resumes
+
+
+def test_tensorboard_tracking_records_every_logged_step_of_a_run_and_its_summary(shards, tmp_path):
+    """train.trackers: [tensorboard] writes loss, learning rate and tokens/s at each host sync, under
+    <track dir>/<model>/s<seed>, and the summary at the end; read back from the event file."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    spec = tiny_spec(trackers=["tensorboard"], steps=8, log_every=2, checkpoint_every=8)
+    train(spec, shards, tmp_path / "m", tmp_path / "c", progress=False,
+          track={"dir": str(tmp_path / "tb"), "group": "test"})
+    (run,) = [p for p in (tmp_path / "tb").rglob("*") if p.is_dir() and any(q.name.startswith("events.") for q in p.iterdir())]
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    rows = [json.loads(x) for x in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
+    loss = {e.step: e.value for e in acc.Scalars("loss")}
+    assert sorted(loss) == [r["step"] for r in rows]  # every logged step
+    assert all(abs(loss[r["step"]] - r["loss"]) < 1e-6 for r in rows)
+    assert {e.step for e in acc.Scalars("tokens_per_s")} == {r["step"] for r in rows if "tokens_per_s" in r}
+    assert "summary/final_train_loss" in acc.Tags()["scalars"]
+    assert run.relative_to(tmp_path / "tb").parts[-2:] == ("expe", "s3")

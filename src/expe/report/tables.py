@@ -345,6 +345,10 @@ def hyper_table(config: dict, res: Results) -> Table:
             pe = {k: v for k, v in c.get("pe_resolved", {}).items() if k != "slopes"}
             desc = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in pe.items())
             t.notes.append(f"{m}: {c['model']['pe']['name']}" + (f" ({desc})" if desc else ""))
+    if any(c["model"]["pe"]["name"] == "exqpe" for c in (res.model_config(m) for m in config["models"]) if c):
+        t.notes.append("The paper's Table 9 lists two hyper-parameters used only by ExQPE whose symbols its text lost; "
+                       "we read them as ExQPE's own start value and step, the keys S_q (default 1.0) and theta_q "
+                       "(default l/L) of the exqpe encoding (our reconstruction).")
     if not sigs:
         t.notes.append("not run: no trained model found")
     return t
