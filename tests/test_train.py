@@ -345,3 +345,25 @@ def test_tensorboard_tracking_records_every_logged_step_of_a_run_and_its_summary
     assert {e.step for e in acc.Scalars("tokens_per_s")} == {r["step"] for r in rows if "tokens_per_s" in r}
     assert "summary/final_train_loss" in acc.Tags()["scalars"]
     assert run.relative_to(tmp_path / "tb").parts[-2:] == ("expe", "s3")
+
+
+def test_an_evaluation_reports_its_losses_to_the_trackers_of_the_models_run(shards, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from expe.cli import main
+
+    spec = tiny_spec(trackers=["tensorboard"], steps=4, log_every=2, checkpoint_every=4)
+    train(spec, shards, tmp_path / "m", tmp_path / "c", progress=False, track={"dir": str(tmp_path / "tb")})
+    assert main(["evaluate", "--model-dir", str(tmp_path / "m"), "--data", str(shards), "--out", str(tmp_path / "e.json"),
+                 "--multiples", "1,2", "--max-tokens", "64", "--track-dir", str(tmp_path / "tb"), "--no-progress"]) == 0
+    losses = {r["ev"]: r["loss"] for r in json.loads((tmp_path / "e.json").read_text())["results"]}
+    found = {}
+    for events in (tmp_path / "tb").rglob("events.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for k in (1, 2):
+            tag = f"summary/eval/base/loss_ev{k}"
+            if tag in acc.Tags()["scalars"]:
+                found[k] = acc.Scalars(tag)[-1].value
+    assert found == pytest.approx(losses)

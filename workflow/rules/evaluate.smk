@@ -11,6 +11,9 @@ rule evaluate:
         shards=f"{PLAN.shards}/{config['eval']['split']}.json",
     output:
         f"{RES}/models/{{model}}/{{hash}}/eval/{{ehash}}.json",
+    params:
+        track=f"{RES}/tracking",
+        group=config["run_name"],
     threads: 1
     resources:
         gpu=GPU,
@@ -23,4 +26,5 @@ rule evaluate:
         ENV
     shell:
         "\"$EXPE_PYTHON\" -m expe.cli evaluate --model-dir $(dirname {input.weights:q}) --data $(dirname {input.shards:q}) "
-        "--spec-file {input.spec:q} --out {output:q} --threads {threads} --device \"$EXPE_DEVICE\" --no-progress > {log:q} 2>&1"
+        "--spec-file {input.spec:q} --out {output:q} --track-dir {params.track:q} --track-group {params.group} "
+        "--threads {threads} --device \"$EXPE_DEVICE\" --no-progress > {log:q} 2>&1"

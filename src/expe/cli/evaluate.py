@@ -57,6 +57,25 @@ def cmd_evaluate(args):
     for row in r["results"]:
         print(f"ev={row['ev']:>2} length {row['length']:>6}: loss {row['loss']:.4f} "
               f"({row['windows']} windows, {row['tokens']} tokens)")
+    track_evaluation(args, r)
+
+
+def track_evaluation(args, r: dict) -> None:
+    """The evaluation's losses into the live trackers of the model's run (train.trackers), beside its
+    training curves: `eval/<variant>/loss_ev<k>` as summary values."""
+    from expe.runtime import read_model_config
+
+    cfg = read_model_config(args.model_dir)
+    names = cfg["train"].get("trackers") or []
+    if not names or not args.track_dir:
+        return
+    from expe.training.trackers import open_trackers
+
+    run = f"{cfg['name']}/s{cfg['seed']}"
+    with open_trackers(names, args.track_dir, run, args.track_group or cfg["name"], {},
+                       run_id=f"{cfg['name']}-s{cfg['seed']}-{Path(args.model_dir).name}") as tr:
+        tr.summary({f"eval/{r['variant']}/loss_ev{x['ev']}": x["loss"] for x in r["results"]}
+                   | {f"eval/{r['variant']}/sliding_loss_ev{x['ev']}": x["loss"] for x in r.get("sliding", [])})
 
 
 def cmd_probe(args):
@@ -162,6 +181,8 @@ def add_commands(sub) -> None:
     sp.add_argument("--stride", type=positive_int, help="sliding-window stride in tokens (default L/2)")
     sp.add_argument("--sliding-max-tokens", type=positive_int, default=default("eval.sliding.max_tokens"),
                     help="scored tokens per sliding length")
+    sp.add_argument("--track-dir", help="folder of the live trackers the model was trained with (train.trackers)")
+    sp.add_argument("--track-group", help="experiment name of the trackers (default: the model entry)")
     common(sp, device=True)
     sp.set_defaults(fn=cmd_evaluate)
 
