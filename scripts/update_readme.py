@@ -26,7 +26,8 @@ SECTIONS = {"results": "paper_tables/summary.md", "beyond": "paper_tables/beyond
 CLAIMS = {"claims": ("docs/claims/default.md", "paper_tables"),
           "cpu_study_claims": ("docs/claims/cpu_study.md", "paper_tables/cpu_study")}
 PLACEHOLDER = re.compile(r"\{\{([^{}]+)\}\}")
-NUMBER = re.compile(r"[-+−]?\d+\.\d+")
+NUMBER = re.compile(r"[-+−]?\d+\.\d+")  # a number of a cell
+RESULT = re.compile(r"[-+−]?\d+\.\d{2,}")  # a number with 2+ decimals: a result, never "Section 4.1"
 
 
 def read_table(path: Path) -> tuple[list[str], list[list[str]]]:

@@ -111,7 +111,7 @@ def test_every_number_of_the_readme_claims_is_the_table_cell_its_placeholder_nam
     the tables), and the template writes no number of its own."""
     template, tables = CLAIMS[name]
     text = (REPO / template).read_text()
-    literal = update_readme.NUMBER.findall(update_readme.PLACEHOLDER.sub("", text))
+    literal = update_readme.RESULT.findall(update_readme.PLACEHOLDER.sub("", text))
     assert not literal, f"{template} writes numbers outside placeholders: {literal}"
     assert update_readme.PLACEHOLDER.findall(text), f"{template} names no table cell"
     assert _section(README, name) == update_readme.render(REPO / template, REPO / tables)
