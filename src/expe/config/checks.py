@@ -142,10 +142,6 @@ def _references(config: dict[str, Any]) -> None:
             if variant != "base" and variant not in eval_variants(config, model):
                 raise ConfigError(f"stats.contrasts[{i}].{side}: variant {variant!r} is not defined for {model} in "
                                   "eval.variants")
-        for ev in c["primary"]:
-            if ev not in config["eval"]["multiples"]:
-                raise ConfigError(f"stats.contrasts[{i}].primary: ev={ev} is not evaluated (eval.multiples: "
-                                  f"{config['eval']['multiples']})")
 
 
 def _benchmarks(config: dict[str, Any]) -> None:

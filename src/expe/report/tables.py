@@ -455,7 +455,7 @@ def primary_table(config: dict, res: Results, caption: str, cells: dict) -> Tabl
                f"TOST p (±{st['margin']:g})", "verdict"])
     for c in contrasts(config):
         for k in c.primary:
-            d = cells[(c.name, "loss", k)]
+            d = cells.get((c.name, "loss", k), f"not evaluated (ev={k} is not in eval.multiples)")
             if isinstance(d, str):
                 t.add([c.name, k, d, "", "", "", "", "", "not run"], model=c.a, variant=c.b, source="loss")
                 continue
