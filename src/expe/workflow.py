@@ -191,8 +191,9 @@ class Plan:
 
     def longer_results(self, task: str, below: dict[str, list[int]]) -> list[str]:
         """The longer runs' results for the seeds below the threshold (label -> seeds, from `learned_file`)."""
-        runs = self.recall_runs(task, longer=True)
-        return [self.recall_result(runs[label], s) for label, seeds in below.items() if label in runs for s in seeds]
+        runs, n = self.recall_runs(task, longer=True), self.config["recall"]["longer"]["max_seeds"]
+        return [self.recall_result(runs[label], s) for label, seeds in below.items() if label in runs
+                for s in seeds[:n]]
 
     def recall_lms(self) -> list[str]:
         """The language models of the copy-augmented comparison: each plain entry and its _copyaug copy."""

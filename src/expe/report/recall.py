@@ -105,7 +105,7 @@ def task_table(rec: pd.DataFrame, task: str, labels: list[str], config: dict, ca
                           model=label, variant=run, source="")
                 continue
             inside, ok = control(g, thr)
-            name = label if run == "first" else f"{label}, longer run (seeds below the threshold)"
+            name = label if run == "first" else f"{label}, {int(g.steps.iloc[0])}-step run"
             cells = [name, int(g.steps.iloc[0]), _inside(g), f"{len(ok)}/{len(inside)}"]
             cells += [far_cell(g, thr, k, e) for k in KINDS for e in evs]
             t.add(cells, model=str(g.model.iloc[0]), variant=run, source=";".join(sorted(set(g.source))))
@@ -123,9 +123,10 @@ def task_table(rec: pd.DataFrame, task: str, labels: list[str], config: dict, ca
         "far pos. kL: the distance D inside the trained range (the grid's three, pooled), every token of both copies "
         "(or the key-value block and query) at positions >= L, at the end of a window of kL tokens. far dist. kL: D "
         "> L (kL/2 and kL - span, pooled; at 2L only 2L - span), the first copy at the window's start.",
-        "Longer run: each seed below the threshold trained again with recall.longer.factor x the steps (the "
-        "schedule stretched with them), decided automatically after the first runs; learned then = slowness, "
-        "still not = inability at this size and budget.",
+        f"'<n>-step run' rows: the first {r['longer']['max_seeds'] or 'every'} seed(s) below the threshold trained "
+        f"again from scratch with {r['longer']['factor']} x the steps (the schedule stretched with them), chosen "
+        "automatically after the first runs (the workflow's recall_learned step); learned then = slowness, still not "
+        "= inability at this size and budget.",
     ]
     return t
 
@@ -180,8 +181,8 @@ def training_table(res: Results, config: dict, caption: str) -> Table:
     t.notes += [f"Per seed, in seed order ({', '.join(map(str, r['seeds']))}). Step reaching threshold: the first "
                 f"logged step at which the training-batch accuracy (fresh sequences every step, measured before the "
                 f"update), averaged over 5 log points, reaches {thr:.0%}; '—': never.",
-                "Longer run: the seeds below the threshold only, trained from scratch with "
-                f"{r['longer']['factor']} x the steps."]
+                f"Longer run: the first {r['longer']['max_seeds'] or 'every'} seed(s) below the threshold, trained "
+                f"from scratch with {r['longer']['factor']} x the steps."]
     return t
 
 
