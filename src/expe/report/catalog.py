@@ -60,6 +60,6 @@ def recall_plots(config: dict) -> list[str]:
     rec = config["recall"]
     out = []
     for task in rec["tasks"]:
-        out += [f"{task}_vs_length", f"{task}_training"]
+        out += [f"{task}_vs_length", f"{task}_training", f"{task}_training_longer"]
         out += [f"{task}_heatmap_{slug(label)}" for label in rec["encodings"]]
     return out + list(RECALL_PLOTS)

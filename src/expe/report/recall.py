@@ -17,6 +17,7 @@ read as a failure to extrapolate.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -285,46 +286,50 @@ def _plots(res: Results, config: dict, out: Path) -> None:
     for task in r["tasks"]:
         d = rec[rec.task == task]
         chance = float(d.chance.iloc[0]) if not d.empty else None
-        # accuracy against window length: rows = groups of encodings, columns = far position / far distance
-        fig, axes = plt.subplots(len(groups), 2, figsize=(3.5, 1.75 * len(groups) + 0.5), sharex=True, sharey=True,
-                                 squeeze=False)
-        for row, grp in zip(axes, groups):
-            handles = []
+        # accuracy against window length: one block per group of encodings (far position | far distance, legend)
+        blocks = []
+        for grp in groups:
+            learned_, missing = [], []
             for lab in grp:
+                inside, ok = control(d[d.label == lab], thr)
+                if not inside.empty:
+                    (learned_ if ok else missing).append((lab, inside, ok))
+            note = "; ".join(f"{lab} ({100 * inside.mean():.0f}%)" for lab, inside, _ in missing)
+            note = textwrap.fill("not learned inside L: " + note, 62) if missing else ""
+            blocks.append((learned_, note, 1.9 + 0.13 * -(-len(learned_) // 2) + 0.12 * (note.count("\n") + bool(note))))
+        fig = plt.figure(figsize=(3.5, sum(h for *_, h in blocks)))
+        subs = fig.subfigures(len(blocks), 1, height_ratios=[h for *_, h in blocks]) if len(blocks) > 1 else [fig]
+        for sub, grp, (learned_, note, h) in zip(subs, groups, blocks):
+            axes = sub.subplots(1, 2, sharey=True)
+            for lab, inside, ok in learned_:
                 g = d[d.label == lab]
-                inside, ok = control(g, thr)
-                if inside.empty:
-                    continue
-                if not ok:
-                    handles.append(Line2D([], [], color=sty[lab]["color"], ls="none", marker="x", ms=4,
-                                          label=f"{lab}: not learned ({100 * inside.mean():.0f}% inside L)"))
-                    continue
-                handles.append(Line2D([], [], **sty[lab], label=f"{lab} ({len(ok)}/{len(inside)} seeds)"))
-                for ax, kind in zip(row, KINDS):
+                for ax, kind in zip(axes, KINDS):
                     pts = [(1, inside[inside.index.isin(ok)].tolist())]
                     for e in sorted(g[g.kind == kind].ev.unique()):
                         pts.append((e, seed_accuracy(g[(g.kind == kind) & (g.ev == e) & g.seed.isin(ok)]).tolist()))
                     s = pd.DataFrame([dict(x=x, mean=np.mean(v), half=stats.half_width(v)) for x, v in pts])
                     s["lo"], s["hi"] = s["mean"] - s["half"], s["mean"] + s["half"]
-                    band(ax, s["x"], s, sty[lab], lab)
-            for ax, kind in zip(row, KINDS):
+                    band(ax, s["x"], s, sty[lab], f"{lab} ({len(ok)}/{len(inside)} seeds)")
+            for ax, kind in zip(axes, KINDS):
                 if chance is not None:
                     ax.axhline(chance, color="grey", ls=":", lw=0.8)
                 ax.set_xscale("log", base=2)
-                ax.set_xticks([k for k in r["multiples"]], [f"{k}" for k in r["multiples"]])
+                ax.set_xticks(r["multiples"], [str(k) for k in r["multiples"]])
+                ax.minorticks_off()
                 ax.set_ylim(-0.03, 1.03)
-                ax.set_title(f"{kind} (x = 1: inside L)")
-            row[0].set_ylabel("accuracy")
-            row[1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False,
-                          handlelength=2.2)
-        for ax in axes[-1]:
-            ax.set_xlabel("window / L")
-        fig.suptitle(f"{task}: accuracy against window length (mean over learned seeds, 95% t band; dotted: chance)",
-                     fontsize=7)
-        fig.tight_layout()
+                ax.set_title(f"{task}: {kind}")
+                ax.set_xlabel("window / L (1: in distribution)")
+            axes[0].set_ylabel("accuracy")
+            if learned_:
+                sub.legend(*axes[0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, (h - 0.22 - 1.2 - 0.43) / h),
+                           ncol=2, frameon=False, handlelength=2.2, columnspacing=1.0, fontsize=6.5)
+            if note:
+                sub.text(0.5, 0.02 / h, note, ha="center", va="bottom", fontsize=6.5, color="0.3")
+            sub.subplots_adjust(left=0.14, right=0.98, top=1 - 0.22 / h, bottom=(h - 0.22 - 1.2) / h, wspace=0.08)
         save(fig, out, f"{task}_vs_length")
         _heatmaps(plt, save, d, task, r, out)
-        _training(plt, save, res, task, groups, sty, out, thr)
+        for run in ("first", "longer"):
+            _training(plt, save, res, task, groups, sty, out, thr, run)
 
 
 def _heatmaps(plt, save, d: pd.DataFrame, task: str, r: dict, out: Path) -> None:
@@ -361,55 +366,72 @@ def _heatmaps(plt, save, d: pd.DataFrame, task: str, r: dict, out: Path) -> None
             for x in far:
                 j = len(near) + (0 if x < W * 3 // 4 else 1)
                 m[i, j], kinds[i, j] = seed_accuracy(gl[(gl.kind == "far distance") & (gl.distance == x)]).mean(), "far distance"
-            if e == 1:
-                m[i, len(near) :] = [m[i, near.index(x)] if x in near else np.nan for x in (W // 2, near[-1])]
-        im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        cmap = plt.get_cmap("viridis").copy()
+        cmap.set_bad("0.88")  # not a cell of the grid (D = W/2 = L at 2L; D > L at W = L)
+        im = ax.imshow(np.ma.masked_invalid(m), vmin=0, vmax=1, cmap=cmap, aspect="auto")
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
                 txt = "—" if np.isnan(m[i, j]) else f"{m[i, j]:.2f}"
                 ax.text(j, i, txt, ha="center", va="center", fontsize=7,
-                        color="white" if np.isnan(m[i, j]) or m[i, j] < 0.6 else "black")
+                        color="black" if np.isnan(m[i, j]) or m[i, j] >= 0.6 else "white")
         ax.set_xticks(range(len(cols)), cols)
         ax.set_yticks(range(len(evs)), [f"{e}L" for e in evs])
         ax.axvline(len(near) - 0.5, color="white", lw=1.5)
-        ax.set_xlabel("distance D (left: inside the trained range, at the window's end; right: D > L)")
+        ax.set_xlabel("D: trained range, at the window's end | D > L")
         ax.set_ylabel("window W")
         ax.grid(False)
-        ax.set_title(f"{task}: {label} ({len(ok)}/{len(inside)} seeds learned; mean accuracy)")
+        ax.set_title(f"{task}, {label}: accuracy (mean of {len(ok)}/{len(inside)} seeds that learned;\n"
+                     f"in distribution {inside[inside.index.isin(ok)].mean():.2f}, chance {g.chance.iloc[0]:.3f})")
         fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
         fig.tight_layout()
         save(fig, out, f"{task}_heatmap_{slug(label)}")
 
 
-def _training(plt, save, res: Results, task: str, groups, sty, out: Path, thr: float) -> None:
-    """Training loss and training-batch accuracy over steps, one thin line per seed."""
-    rec = res.recall[(res.recall.task == task) & (res.recall.run == "first")]
-    fig, axes = plt.subplots(len(groups), 2, figsize=(3.5, 1.7 * len(groups) + 0.4), sharex=True, squeeze=False)
-    for row, grp in zip(axes, groups):
+def _training(plt, save, res: Results, task: str, groups, sty, out: Path, thr: float, run: str) -> None:
+    """Training loss and training-batch accuracy over steps, one thin line per seed (run: first or longer)."""
+    rec = res.recall[(res.recall.task == task) & (res.recall.run == run)]
+    name = f"{task}_training" + ("" if run == "first" else "_longer")
+    h = 2.15
+    fig = plt.figure(figsize=(3.5, h * len(groups)))
+    subs = fig.subfigures(len(groups), 1) if len(groups) > 1 else [fig]
+    drawn = False
+    for sub, grp in zip(subs, groups):
+        axes = sub.subplots(1, 2, sharex=True)
         for lab in grp:
             g = rec[rec.label == lab]
             if g.empty:
                 continue
-            model = str(g.model.iloc[0])
-            for k, (seed, d) in enumerate(res.index["models"].get(model, {}).items()):
-                p = res.path(f"{d}/metrics.jsonl")
+            model, seeds = str(g.model.iloc[0]), sorted(g.seed.unique())
+            for k, seed in enumerate(seeds):
+                p = res.path(f"{res.index['models'][model][str(seed)]}/metrics.jsonl")
                 if not p.exists():
                     continue
                 f = pd.DataFrame([json.loads(x) for x in p.read_text().splitlines() if x])
                 smooth = f.set_index("step")[["loss", "accuracy"]].rolling(5, min_periods=1).mean()
                 st = {"color": sty[lab]["color"], "ls": sty[lab]["ls"], "lw": 0.8}
-                row[0].plot(smooth.index + 1, smooth["loss"], label=lab if k == 0 else None, **st)
-                row[1].plot(smooth.index + 1, smooth["accuracy"], **st)
-        row[1].axhline(thr, color="grey", ls=":", lw=0.8)
-        row[0].set_ylabel("training loss")
-        row[1].set_ylabel("accuracy (training batch)")
-        row[1].set_ylim(-0.03, 1.03)
-        row[0].legend(loc="lower left", frameon=False, handlelength=2.2, fontsize=6.5)
-    for ax in axes[-1]:
-        ax.set_xlabel("step")
-    fig.suptitle(f"{task}: training curves, one line per seed (dotted: the threshold)", fontsize=7)
-    fig.tight_layout()
-    save(fig, out, f"{task}_training")
+                axes[0].plot(smooth.index + 1, smooth["loss"], label=lab if k == 0 else None, **st)
+                axes[1].plot(smooth.index + 1, smooth["accuracy"], **st)
+                drawn = True
+        axes[1].axhline(thr, color="grey", ls=":", lw=0.8)
+        axes[0].set_ylabel("training loss")
+        axes[1].set_ylabel("accuracy (training batch)")
+        axes[1].set_ylim(-0.03, 1.03)
+        for ax in axes:
+            ax.set_xlabel("step")
+            ax.xaxis.set_major_formatter(plt.matplotlib.ticker.EngFormatter(sep=""))
+        handles = axes[0].get_legend_handles_labels()
+        if handles[0]:
+            sub.legend(*handles, loc="lower center", ncol=3, frameon=False, handlelength=2.2, columnspacing=0.8,
+                       fontsize=6.5)
+        sub.subplots_adjust(left=0.13, right=0.98, top=0.9, bottom=0.42, wspace=0.45)
+        axes[0].set_title(f"{task}: loss" + ("" if run == "first" else " (longer runs)"))
+        axes[1].set_title(f"{task}: accuracy (dotted: threshold)")
+    if not drawn:
+        fig.clear()
+        fig.set_size_inches(3.5, 0.8)
+        fig.text(0.5, 0.5, f"{task}: no longer runs (every seed learned, or recall.longer disabled)", ha="center",
+                 va="center")
+    save(fig, out, name)
 
 
 def _lm_plots(res: Results, config: dict, out: Path) -> None:
@@ -436,6 +458,9 @@ def _lm_plots(res: Results, config: dict, out: Path) -> None:
                 ax.axhline(0, color="grey", lw=0.8)
             ax.axvline(1, color="grey", ls=":", lw=0.8)
             ax.set_xscale("log", base=2)
+            xs = sorted(df[x].dropna().unique())
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+            ax.minorticks_off()
             ax.set_ylabel(ylabel)
             ax.set_title(f"{title} language models (95% seed bands)")
             ax.legend(loc="best", frameon=False, handlelength=2.2, fontsize=6.5)
