@@ -158,3 +158,22 @@ def test_recall_dry_run_plans_every_task_model_and_the_copy_augmented_models(tmp
     assert counts["train"] == task_models + lms and counts["recall_eval"] == task_models
     assert counts["recall_learned"] == len(r["tasks"]) and counts["recall_tables"] == 1
     assert counts["evaluate"] == lms and counts["probes"] == lms
+
+
+def test_a_task_model_trains_without_a_corpus_logs_its_accuracy_and_is_scored_on_the_grid(tmp_path):
+    from expe.evaluation.recall import evaluate_recall
+    from expe.training.loop import train
+
+    from conftest import tiny_spec
+
+    spec = {**tiny_spec("recall-copy-rope", pe={"name": "rope"}, steps=6, log_every=2),
+            "task": {"kind": "copy", "vocab_size": 16, "segment": 4}}
+    train(spec, None, tmp_path / "m", tmp_path / "ckpt", progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(0 <= r["accuracy"] <= 1 for r in rows)  # argmax matches on the scored targets
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["task"] == spec["task"]
+    r = evaluate_recall(tmp_path / "m", [1, 2], trials=3, in_distribution_trials=5, batch_size=4)
+    assert r["in_distribution"]["sequences"] == 5 and r["in_distribution"]["total"] == 5 * 3
+    assert [(c["kind"], c["window"], c["distance"]) for c in r["cells"]] == [
+        (c.kind, c.window, c.distance) for c in S.eval_grid(16, [1, 2], 4)]
+    assert all(c["sequences"] == 3 and c["total"] == 3 * 3 for c in r["cells"]) and r["chance"] == 1 / 16
