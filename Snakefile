@@ -2,7 +2,8 @@
 # every seed) -> evaluation -> benchmarks -> tables and plots. Default target: paper_tables.
 #
 #   snakemake --cores 2 paper_tables                                    # offline default (CPU)
-#   snakemake --cores 2 beyond_paper                                    # probes and the precision study
+#   snakemake --cores 2 beyond_paper                                    # probes, precision study, recall study
+#   snakemake --cores 2 recall                                          # the recall study alone
 #   snakemake --cores 2 model_expe_l1                                   # one ablation only
 #   snakemake --cores 16 paper_tables --resources gpu=1 --configfile config/paper.yaml    # one GPU
 #   snakemake --profile profiles/slurm paper_tables --configfile config/paper_large.yaml  # Slurm
@@ -31,6 +32,14 @@ rule beyond_paper:
     input:
         PLAN.beyond_files(),
         f"{RES}/beyond.done",
+        PLAN.recall_files(),
+        f"{RES}/recall.done",
+
+
+rule recall:
+    input:
+        PLAN.recall_files(),
+        f"{RES}/recall.done",
 
 
 include: "workflow/rules/data.smk"
@@ -38,6 +47,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/benchmarks.smk"
 include: "workflow/rules/beyond.smk"
+include: "workflow/rules/recall.smk"
 include: "workflow/rules/tables.smk"
 
 

@@ -15,11 +15,13 @@ def default_config(**changes):
     return C.validate(copy.deepcopy(cfg))
 
 
-def every_result(plan: Plan) -> list[str]:
+def every_result(plan: Plan, recall: bool = True) -> list[str]:
     idx = plan.index()
     out = [f for m in idx["eval"].values() for s in m.values() for f in s.values()]
     out += [f for m in idx["benchmarks"].values() for s in m.values() for f in s.values()]
     out += plan.beyond_results()
+    if recall:
+        out += plan.recall_results() + plan.longer_results("copy", {"NoPE": [1]})
     return out
 
 
@@ -30,16 +32,17 @@ def test_every_result_sits_in_the_folder_of_the_model_it_measures():
         for v in C.eval_variants(plan.config, m):
             assert plan.eval_result(m, s, v).startswith(d + "/eval/")
     for f in every_result(plan):
-        model_dirs = {plan.model_dir(m, s) for m, s in plan.runs(plan.all_models)}
+        model_dirs = {plan.model_dir(m, s) for m, s in plan.runs([*plan.all_models, *plan.recall_models])}
         assert any(f.startswith(d + "/") for d in model_dirs), f
 
 
 def test_a_changed_tokenizer_changes_every_model_folder_and_result_path_so_nothing_is_overwritten():
     a, b = Plan(default_config()), Plan(default_config(tokenizer={"vocab_size": 1024}))
     assert a.run == b.run  # the same run_name ...
-    assert not set(every_result(a)) & set(every_result(b))  # ... and not one result path in common
+    assert not set(every_result(a, recall=False)) & set(every_result(b, recall=False))  # ... no result path in common
     assert not set(a.weights(a.models)) & set(b.weights(b.models))
     assert a.speed_file != b.speed_file  # the speed measurement names the model folders it timed
+    assert a.recall_results() == b.recall_results()  # the recall task models read no corpus: nothing to redo
 
 
 def test_evaluation_settings_change_the_result_path_but_not_the_model():
@@ -74,7 +77,8 @@ def test_results_readme_describes_the_paths_the_workflow_builds():
             patterns.append(re.compile(p + ("" if p.endswith("/") else "$")))
     plan = Plan(default_config())
     built = every_result(plan) + [plan.config_file, plan.index_file, plan.speed_file, plan.tokenizer, plan.bench_data,
-                                  plan.heldout_task, f"{plan.shards}/train.bin", f"{plan.data}/data.json"]
+                                  plan.heldout_task, f"{plan.shards}/train.bin", f"{plan.data}/data.json",
+                                  plan.recall_index_file, plan.learned_file("copy")]
     built += [f"{d}/{f}" for d in (plan.model_dir(m, s) for m, s in plan.runs(plan.models))
               for f in ("spec.json", "model.safetensors")]
     built += [p for p in plan.specs if "/specs/" in p]

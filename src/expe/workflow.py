@@ -9,6 +9,7 @@ and going back to an earlier config is "Nothing to be done".
     results/<run>/models/<model>/<hash of the spec and data>/   spec.json, model.safetensors, config.json, metrics.jsonl
         eval/<hash of the evaluation settings and variant>.json
         probes/<hash of the probe settings>/{retrieval,passkey}.json
+        recall/<hash of the recall evaluation settings>.json        (task models: accuracy per grid cell)
         precision/<hash of the precision settings>/<dtype>.json
         benchmarks/<hash of the benchmark settings and variant>.json
     results/<run>/data/<hash>/tasks/<hash of benchmarks.heldout>/  heldout_continuation.{yaml,jsonl}: our lm-eval task
@@ -16,6 +17,7 @@ and going back to an earlier config is "Nothing to be done".
     results/<run>/specs/<kind>/<hash>.json                       the settings each job reads (--spec-file)
     results/<run>/benchmarks/data/<hash>.json                    which lm-eval tasks could be loaded
     results/<run>/speed/<hash of the settings and model folders>.json
+    results/<run>/recall/<task>/learned-<hash>.json             which seeds learned the task (decides the longer runs)
     results/<run>/config/<hash>.json, index/<hash>.json          the resolved config; where every result is
 """
 
@@ -50,7 +52,8 @@ class Plan:
         self.shards = f"{self.data}/shards"
         self.tokenizer = f"{self.data}/tokenizer/tokenizer.model"
         self.models = list(config["models"])
-        self.all_models = list(C.model_entries(config))  # + the beyond study's bf16-trained copies
+        self.all_models = list(C.model_entries(config))  # + the bf16-trained and copy-augmented copies
+        self.recall_models = C.recall_models(config)  # the recall study's task models: name -> task, label, ...
         self.config_file = f"{self.res}/config/{digest(config)}.json"
         self.specs: dict[str, dict[str, Any]] = {f"{self.data}/data.json": C.resolved_document(self.data_keys)}
         self._dirs: dict[tuple[str, int], str] = {}  # (model, seed) -> its folder
@@ -61,11 +64,20 @@ class Plan:
                 d = f"{self.res}/models/{m}/{digest([C.spec_identity(spec), self.data])}"
                 self._dirs[(m, s)] = d
                 self._by_dir[d] = spec
+        for m in self.recall_models:  # task models: no corpus, so their folders skip the data hash
+            for s in self.seeds(m):
+                spec = C.recall_spec(config, m, s)
+                d = f"{self.res}/models/{m}/{digest(C.spec_identity(spec))}"
+                self._dirs[(m, s)] = d
+                self._by_dir[d] = spec
+        self.recall_tables = f"{self.tables}/recall"
         for v in {v for m in self.models for v in C.eval_variants(config, m)}:  # every job's settings file
             self._spec("eval", self.eval_settings(v))
         for m, v in self.bench_refs():
             self._spec("benchmark", self.bench_settings(v))
         self._spec("probes", self.probe_settings())
+        if self.recall_models:
+            self._spec("recall_eval", self.recall_eval_settings())
         self._spec("precision", self.precision_settings())
         b = config["benchmarks"]
         self.bench_data_spec = self._spec("benchmark_data", {**{k: b[k] for k in ("tasks", "include_path")},
@@ -75,7 +87,13 @@ class Plan:
 
     # ------------------------------------------------------------------ models
     def seeds(self, model: str) -> list[int]:
+        if model in self.recall_models:
+            return list(self.config["recall"]["seeds"])
         return C.seeds(self.config, model)
+
+    def is_task(self, model: str) -> bool:
+        """A recall task model: trained on its generator, no corpus."""
+        return model in self.recall_models
 
     def runs(self, models) -> list[tuple[str, int]]:
         """(model, seed) of every training run of these model entries."""
@@ -172,6 +190,72 @@ class Plan:
         dirs = [self.model_dir(m, self.seeds(m)[0]) for m in models]
         return f"{self.res}/speed/{digest([self.config['speed'], dirs])}.json"
 
+    # ------------------------------------------------------------------ the recall study
+    def recall_eval_settings(self) -> dict[str, Any]:
+        r = self.config["recall"]
+        return {k: r[k] for k in ("multiples", "trials", "in_distribution_trials", "batch_size")}
+
+    def recall_result(self, model: str, seed: int) -> str:
+        return f"{self.model_dir(model, seed)}/recall/{digest(self.recall_eval_settings())}.json"
+
+    def recall_runs(self, task: str, longer: bool = False) -> dict[str, str]:
+        """Encoding label -> task model name, for one task (the first runs, or the longer ones)."""
+        return {v["label"]: m for m, v in self.recall_models.items() if v["task"] == task and v["longer"] == longer}
+
+    def recall_results(self, task: str | None = None) -> list[str]:
+        """Results of the first runs (the longer ones are decided by `learned_file`)."""
+        tasks = [task] if task else list(self.config["recall"]["tasks"])
+        return [self.recall_result(m, s) for t in tasks for m in self.recall_runs(t).values() for s in self.seeds(m)]
+
+    def learned_file(self, task: str) -> str:
+        """Which (encoding, seed) learned `task` inside L: keyed by the threshold and the results it reads."""
+        key = [self.config["recall"]["threshold"], self.recall_results(task)]
+        return f"{self.res}/recall/{task}/learned-{digest(key)}.json"
+
+    def longer_results(self, task: str, below: dict[str, list[int]]) -> list[str]:
+        """The longer runs' results for the seeds below the threshold (label -> seeds, from `learned_file`)."""
+        runs, n = self.recall_runs(task, longer=True), self.config["recall"]["longer"]["max_seeds"]
+        return [self.recall_result(runs[label], s) for label, seeds in below.items() if label in runs
+                for s in seeds[:n]]
+
+    def recall_lms(self) -> list[str]:
+        """The language models of the copy-augmented comparison: each plain entry and its _copyaug copy."""
+        return [x for m in C.augmented_models(self.config) for x in (m, m + C.AUG_SUFFIX)]
+
+    def recall_lm_results(self) -> list[str]:
+        lms = self.recall_lms()
+        return ([self.eval_result(m, s, "base") for m, s in self.runs(lms)]
+                + [f for m, s in self.runs(lms) for f in self.probe_results(m, s).values()])
+
+    def recall_index(self) -> dict[str, Any]:
+        """Where every result of the recall study lives (what its tables read); Results reads it like `index`."""
+        lms = self.recall_lms()
+        rec = self.config["recall"]
+        return {
+            "run_name": self.run,
+            "config_file": self.config_file,
+            "models": {m: {str(s): self.model_dir(m, s) for s in self.seeds(m)} for m in [*self.recall_models, *lms]},
+            "eval": {m: {str(s): {"base": self.eval_result(m, s, "base")} for s in self.seeds(m)} for m in lms},
+            "beyond": {p: {m: {str(s): self.probe_results(m, s)[p] for s in self.seeds(m)} for m in lms}
+                       for p in ("retrieval", "passkey")},
+            "recall": {t: {"learned": self.learned_file(t),
+                           "runs": {run: {label: {"model": m, "seeds": {str(s): self.recall_result(m, s) for s in self.seeds(m)}}
+                                          for label, m in self.recall_runs(t, run == "longer").items()}
+                                    for run in ("first", "longer")}}
+                       for t in rec["tasks"]},
+        }
+
+    @property
+    def recall_index_file(self) -> str:
+        return f"{self.res}/index/recall-{digest(self.recall_index())}.json"
+
+    def recall_files(self) -> list[str]:
+        r = self.recall_tables
+        return ([f"{r}/{t}.{ext}" for t in catalog.recall_tables(self.config) for ext in ("md", "tex", "csv")]
+                + [f"{r}/{f}" for f in ("README.md", "summary.md", "data/recall.csv", "data/recall_cells.csv",
+                                                      "data/augmented.csv")]
+                + [f"{r}/plots/{p}.{ext}" for p in catalog.recall_plots(self.config) for ext in ("png", "pdf")])
+
     # ------------------------------------------------------------------ the results index and targets
     def index(self) -> dict[str, Any]:
         """Where every result of this config lives: what the tables and plots read (a cell traces to a file)."""
@@ -181,7 +265,8 @@ class Plan:
             "config_file": self.config_file,
             "data": f"{self.shards}/manifest.json",
             "speed": self.speed_file,
-            "models": {m: {str(s): self.model_dir(m, s) for s in self.seeds(m)} for m in self.all_models},
+            "models": {m: {str(s): self.model_dir(m, s) for s in self.seeds(m)} for m in self.all_models
+                       if not m.endswith(C.AUG_SUFFIX)},  # the recall study's own index has those
             "eval": {m: {str(s): {v: self.eval_result(m, s, v) for v in C.eval_variants(cfg, m)} for s in self.seeds(m)}
                      for m in self.models},
             "benchmarks": {},

@@ -1,6 +1,8 @@
 # Shared by the rules: the config, validated once (one-line error, before any job), and the `Plan`
 # (expe/workflow.py, torch-free and unit-tested) that names every path and job setting.
+import json
 import os
+import shlex
 import sys
 
 from snakemake.utils import min_version
@@ -43,7 +45,8 @@ RES, LOGS, BENCH = PLAN.res, PLAN.logs, PLAN.bench
 
 
 wildcard_constraints:
-    model="|".join(PLAN.all_models),
+    model="|".join([*PLAN.all_models, *PLAN.recall_models]),
+    task="[a-z0-9]+",
     hash="[0-9a-f]{12}",
     ehash="[0-9a-f]{12}",
     bhash="[0-9a-f]{12}",

@@ -19,12 +19,13 @@ localrules:
 rule train:
     input:
         spec=rules.model_spec.output,
-        shards=f"{PLAN.shards}/train.json",
+        shards=lambda w: [] if PLAN.is_task(w.model) else f"{PLAN.shards}/train.json",  # a recall task needs no corpus
     output:
         weights=f"{RES}/models/{{model}}/{{hash}}/model.safetensors",
         config=f"{RES}/models/{{model}}/{{hash}}/config.json",
         metrics=f"{RES}/models/{{model}}/{{hash}}/metrics.jsonl",
     params:
+        data=lambda w: "" if PLAN.is_task(w.model) else f"--data {shlex.quote(PLAN.shards)}",
         checkpoints=lambda w: PLAN.checkpoints(model_dir(w)),
         track=f"{RES}/tracking",
         group=config["run_name"],
@@ -44,7 +45,7 @@ rule train:
         ENV
     shell:
         "\"$EXPE_PYTHON\" -m expe.cli train --nproc {resources.nproc} --spec-file {input.spec:q} "
-        "--data $(dirname {input.shards:q}) --out $(dirname {output.weights:q}) --checkpoints {params.checkpoints:q} "
+        "{params.data} --out $(dirname {output.weights:q}) --checkpoints {params.checkpoints:q} "
         "--track-dir {params.track:q} --track-group {params.group} --threads {threads} --device \"$EXPE_DEVICE\" "
         "--no-progress >> {log:q} 2>&1"
 

@@ -1,5 +1,5 @@
-"""`expe evaluate`, `expe probe`, `expe benchmark`, `expe benchmark-data`, `expe heldout-task`: measuring
-trained models.
+"""`expe evaluate`, `expe probe`, `expe recall-eval`, `expe benchmark`, `expe benchmark-data`, `expe heldout-task`:
+measuring trained models.
 
 The workflow passes each job its settings as a file written from the validated config (`--spec-file`);
 by hand, the same settings are flags whose defaults are the config schema's."""
@@ -121,6 +121,22 @@ def _include(s: dict) -> list[str]:
     return [*([given] if isinstance(given, str) else given), *([s["heldout_task"]] if s.get("heldout_task") else [])]
 
 
+def cmd_recall_eval(args):
+    from expe.evaluation.recall import evaluate_recall
+    from expe.io import write_json
+
+    s = job_spec(args.spec_file) if args.spec_file else {
+        "multiples": args.multiples, "trials": args.trials, "in_distribution_trials": args.in_distribution_trials,
+        "batch_size": args.batch_size}
+    r = evaluate_recall(args.model_dir, s["multiples"], s["trials"], s["in_distribution_trials"], s["batch_size"],
+                        device=args.device, threads=args.threads)
+    write_json(args.out, r, what="recall evaluation result")
+    print(f"in distribution: accuracy {r['in_distribution']['accuracy']:.3f} (chance {r['chance']:.3f})")
+    for c in r["cells"]:
+        print(f"{c['kind']:>12} window {c['window']:>5} distance {c['distance']:>5} start {c['first_start']:>5}: "
+              f"accuracy {c['accuracy']:.3f}")
+
+
 def cmd_benchmark(args):
     from expe.evaluation.benchmarks import run_benchmarks
     from expe.io import read_json
@@ -217,6 +233,18 @@ def add_commands(sub) -> None:
     sp.add_argument("--precision", default="fp32", choices=choices("eval.precision"))
     common(sp, device=True)
     sp.set_defaults(fn=cmd_probe)
+
+    h = "a recall task model's accuracy in distribution and on the extrapolation grid (far position, far distance)"
+    sp = sub.add_parser("recall-eval", help=h, description=h)
+    sp.add_argument("--model-dir", required=True, help="a model trained on a synthetic task (its config.json names it)")
+    sp.add_argument("--out", required=True, help="result JSON")
+    sp.add_argument("--spec-file", help="the job's settings (written by the workflow); replaces the flags below")
+    sp.add_argument("--multiples", type=int_list, default=default("recall.multiples"), help="windows in multiples of L")
+    sp.add_argument("--trials", type=positive_int, default=default("recall.trials"), help="sequences per grid cell")
+    sp.add_argument("--in-distribution-trials", type=positive_int, default=default("recall.in_distribution_trials"))
+    sp.add_argument("--batch-size", type=positive_int, default=default("recall.batch_size"))
+    common(sp, device=True)
+    sp.set_defaults(fn=cmd_recall_eval)
 
     h = "run lm-evaluation-harness tasks on a trained model"
     sp = sub.add_parser("benchmark", help=h, description=h)

@@ -10,13 +10,15 @@ torch, so `snakemake -n` stays light.
 
 from expe.config.checks import validate
 from expe.config.files import deep_merge, dumps, load, read_yaml, resolved_document
-from expe.config.resolve import (BF16_SUFFIX, DATA_KEYS, architecture, beyond_models, eval_variants, gpus, labels,
-                                 model_entries, model_spec, nodes, parse_ref, precision_models, retrieval_prefix,
-                                 retrieval_segment, retrieval_window, seeds, spec_identity, table_models, variant_pe,
+from expe.config.resolve import (AUG_SUFFIX, BF16_SUFFIX, DATA_KEYS, architecture, augmented_models, beyond_models,
+                                 eval_variants, gpus, labels, model_entries, model_spec, nodes, parse_ref,
+                                 precision_models, recall_models, recall_spec, retrieval_prefix, retrieval_segment,
+                                 retrieval_window, seeds, slug, spec_identity, table_models, variant_pe,
                                  variant_precision)
 from expe.config.schema import default, markdown as schema_markdown, schema, section_defaults
 
-__all__ = ["validate", "load", "read_yaml", "deep_merge", "dumps", "resolved_document", "BF16_SUFFIX", "DATA_KEYS",
+__all__ = ["validate", "load", "read_yaml", "deep_merge", "dumps", "resolved_document", "AUG_SUFFIX", "BF16_SUFFIX", "DATA_KEYS",
+           "augmented_models", "recall_models", "recall_spec", "slug",
            "architecture", "beyond_models", "eval_variants", "gpus", "labels", "model_entries", "model_spec", "nodes",
            "parse_ref", "precision_models", "retrieval_prefix", "retrieval_segment", "retrieval_window", "seeds",
            "spec_identity", "table_models", "variant_pe", "variant_precision", "default", "schema_markdown",

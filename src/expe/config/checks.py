@@ -7,8 +7,9 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from expe.config.resolve import (BF16_SUFFIX, DATA_KEYS, eval_variants, gpus, model_spec, nodes, parse_ref,
-                                 retrieval_segment, retrieval_window)
+from expe.config.resolve import (AUG_SUFFIX, BF16_SUFFIX, DATA_KEYS, augmented_models, eval_variants, gpus, model_spec,
+                                 nodes, parse_ref, recall_models, recall_spec, retrieval_segment, retrieval_window,
+                                 slug)
 from expe.config.schema import check
 from expe.errors import ConfigError
 
@@ -23,6 +24,7 @@ def validate(config: dict[str, Any], data_only: bool = False) -> dict[str, Any]:
         _models(config)
         _evaluation(config)
         _references(config)
+        _recall(config)
         _benchmarks(config)
     return config
 
@@ -36,12 +38,11 @@ def _entries(config: dict[str, Any], where: str, names) -> None:
 
 
 def _models(config: dict[str, Any]) -> None:
-    from expe.nn.registry import entry as encoding
-
     for name, m_entry in config["models"].items():
         where = f"models.{name}"
-        if name.endswith(BF16_SUFFIX):
-            raise ConfigError(f"{where}: names ending in {BF16_SUFFIX!r} are reserved for beyond.bf16_training")
+        for suffix, key in ((BF16_SUFFIX, "beyond.bf16_training"), (AUG_SUFFIX, "recall.augmented")):
+            if name.endswith(suffix):
+                raise ConfigError(f"{where}: names ending in {suffix!r} are reserved for {key}")
         if "seed" in m_entry and "seeds" in m_entry:
             raise ConfigError(f"{where}: give seeds or seed, not both")
         spec = model_spec(config, name)
@@ -55,17 +56,66 @@ def _models(config: dict[str, Any]) -> None:
                               "from lr to end_lr)")
         if m["d_model"] % m["n_head"]:
             raise ConfigError(f"{where}.architecture: n_head {m['n_head']} must divide d_model {m['d_model']}")
-        pe = m["pe"]
-        e = encoding(pe["name"], f"{where}.pe.name")
-        for key in pe:
-            if key != "name" and key not in e.keys:
-                raise ConfigError(f"{where}.pe.{key}: not a parameter of {pe['name']} (allowed: {', '.join(e.keys) or 'none'})")
-        l = pe.get("l", e.defaults.get("l"))
-        if l is not None and not 0 < l <= m["d_model"]:
-            raise ConfigError(f"{where}.pe.l: must satisfy 0 < l <= d_model ({m['d_model']}), got {l}")
-        if pe["name"] == "rope" and (m["d_model"] // m["n_head"]) % 2:
-            raise ConfigError(f"{where}.pe.name: rope needs an even head size, got {m['d_model'] // m['n_head']}")
-        _dca(pe, f"{where}.pe")
+        _encoding(m["pe"], m["d_model"], m["n_head"], f"{where}.pe")
+
+
+def _encoding(pe: dict[str, Any], d_model: int, n_head: int, where: str) -> None:
+    """An encoding's own keys, l <= d, an even head size for RoPE."""
+    from expe.nn.registry import entry as encoding
+
+    e = encoding(pe["name"], f"{where}.name")
+    for key in pe:
+        if key != "name" and key not in e.keys:
+            raise ConfigError(f"{where}.{key}: not a parameter of {pe['name']} (allowed: {', '.join(e.keys) or 'none'})")
+    l = pe.get("l", e.defaults.get("l"))
+    if l is not None and not 0 < l <= d_model:
+        raise ConfigError(f"{where}.l: must satisfy 0 < l <= d_model ({d_model}), got {l}")
+    if pe["name"] == "rope" and (d_model // n_head) % 2:
+        raise ConfigError(f"{where}.name: rope needs an even head size, got {d_model // n_head}")
+    _dca(pe, where)
+
+
+def _recall(config: dict[str, Any]) -> None:
+    """The recall study: task sizes against L, encodings, labels that name distinct models, augmented entries."""
+    rec = config["recall"]
+    for task, t in rec["tasks"].items():
+        where = f"recall.tasks.{task}"
+        need = {"copy": "segment", "mqar": "num_pairs"}[t["kind"]]
+        other = {"copy": "num_pairs", "mqar": "segment"}[t["kind"]]
+        if need not in t:
+            raise ConfigError(f"{where}: a {t['kind']} task needs {need}")
+        if other in t:
+            raise ConfigError(f"{where}.{other}: not a size of a {t['kind']} task (it takes {need})")
+        seq_len = {**rec["train"], **(t.get("train") or {})}["seq_len"]
+        if t["kind"] == "copy" and 2 * t["segment"] > seq_len:
+            raise ConfigError(f"{where}.segment: {t['segment']} too long for seq_len {seq_len} (need 2 x segment <= seq_len)")
+        if t["kind"] == "mqar" and 4 * t["num_pairs"] > seq_len:
+            raise ConfigError(f"{where}.num_pairs: {t['num_pairs']} too many for seq_len {seq_len} (need 4 x num_pairs <= seq_len)")
+        if t["kind"] == "mqar" and t["vocab_size"] // 2 - 1 < t["num_pairs"]:
+            raise ConfigError(f"{where}.vocab_size: {t['vocab_size']} too small for {t['num_pairs']} distinct keys "
+                              "(need vocab_size // 2 - 1 >= num_pairs)")
+    slugs: dict[str, str] = {}
+    for label, pe in rec["encodings"].items():
+        if slug(label) in slugs or not slug(label):
+            raise ConfigError(f"recall.encodings: label {label!r} names the same model files as {slugs.get(slug(label))!r}; "
+                              "use labels that differ in letters or digits")
+        slugs[slug(label)] = label
+    names = list(recall_models(config))
+    if names:
+        m = recall_spec(config, names[0], rec["seeds"][0])["model"]
+        if m["d_model"] % m["n_head"]:
+            raise ConfigError(f"recall.architecture: n_head {m['n_head']} must divide d_model {m['d_model']}")
+        for label, pe in rec["encodings"].items():
+            _encoding(pe, m["d_model"], m["n_head"], f"recall.encodings.{label}")
+        t = recall_spec(config, names[0], rec["seeds"][0])["train"]
+        if t["end_lr"] > t["lr"]:
+            raise ConfigError(f"recall.train.end_lr: {t['end_lr']} is above recall.train.lr {t['lr']}")
+    _entries(config, "recall.augmented.models", rec["augmented"]["models"])
+    for name in augmented_models(config):
+        L_lm = model_spec(config, name)["train"]["seq_len"]
+        if 2 * rec["augmented"]["segment"] > L_lm:
+            raise ConfigError(f"recall.augmented.segment: {rec['augmented']['segment']} too long for model {name}'s "
+                              f"seq_len {L_lm} (need 2 x segment <= seq_len)")
 
 
 def _dca(pe: dict[str, Any], where: str) -> None:

@@ -12,6 +12,7 @@ from expe.errors import ConfigError
 
 DATA_KEYS = ("seed", "data", "tokenizer")  # what the data steps (tokenizer, shards) depend on
 BF16_SUFFIX = "_bf16train"
+AUG_SUFFIX = "_copyaug"  # model entries trained again on copy-augmented windows (recall.augmented)
 
 
 def architecture(config: dict[str, Any], name: str, where: str) -> dict[str, Any]:
@@ -41,7 +42,23 @@ def model_entries(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
             e = copy.deepcopy(config["models"][m])
             e["train"] = {**e.get("train", {}), "precision": "bf16"}
             entries[m + BF16_SUFFIX] = e
+    aug = config.get("recall", {}).get("augmented")
+    for m in augmented_models(config):
+        if m in config["models"]:
+            e = copy.deepcopy(config["models"][m])
+            e["augment"] = {"fraction": aug["fraction"], "segment": aug["segment"]}
+            entries[m + AUG_SUFFIX] = e
     return entries
+
+
+def augmented_models(config: dict[str, Any]) -> list[str]:
+    """The model entries trained again on copy-augmented windows (recall.augmented.models, default: the
+    Section 4.1 table's)."""
+    aug = config.get("recall", {}).get("augmented")
+    if not aug:
+        return []
+    chosen = aug.get("models")
+    return list(chosen) if chosen is not None else table_models(config, ("section41",))
 
 
 def seeds(config: dict[str, Any], name: str) -> list[int]:
@@ -55,12 +72,14 @@ def seeds(config: dict[str, Any], name: str) -> list[int]:
 
 
 def gpus(config: dict[str, Any], name: str) -> int:
-    """Processes (GPUs) per node of one model's training job."""
-    return int(model_entries(config)[name].get("gpus", config.get("gpus", 1)))
+    """Processes (GPUs) per node of one model's training job (a recall task model: one)."""
+    entry = model_entries(config).get(name)
+    return 1 if entry is None else int(entry.get("gpus", config.get("gpus", 1)))
 
 
 def nodes(config: dict[str, Any], name: str) -> int:
-    return int(model_entries(config)[name].get("nodes", config.get("nodes", 1)))
+    entry = model_entries(config).get(name)
+    return 1 if entry is None else int(entry.get("nodes", config.get("nodes", 1)))
 
 
 def model_spec(config: dict[str, Any], name: str, seed: int | None = None) -> dict[str, Any]:
@@ -73,11 +92,59 @@ def model_spec(config: dict[str, Any], name: str, seed: int | None = None) -> di
     train.update(config.get("train", {}))
     train.update(entry.get("train", {}))
     train["betas"] = list(train["betas"])
-    return {
+    spec = {
         "name": name,
         "seed": seeds(config, name)[0] if seed is None else int(seed),
         "model": {**architecture(config, entry["architecture"], f"models.{name}.architecture"), "pe": dict(entry["pe"])},
         "train": train,
+    }
+    if entry.get("augment"):
+        spec["augment"] = dict(entry["augment"])
+    return spec
+
+
+# ------------------------------------------------------------------ the recall study's task models
+
+def slug(label: str) -> str:
+    """A table label as a file-name part: 'ExPE (l = 1)' -> 'expe_l_1'."""
+    return "_".join("".join(ch if ch.isalnum() else " " for ch in label.lower()).split())
+
+
+def recall_models(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every task model of the recall study: name -> {task, label, pe, longer}. Names are
+    recall-<task>-<slug of the label>, and recall-<task>-<slug>-x<factor> for the longer runs (trained
+    only for the seeds that did not learn the task; the workflow decides after the first runs)."""
+    rec = config.get("recall")
+    if not rec:
+        return {}
+    out = {}
+    for task in rec["tasks"]:
+        for label, pe in rec["encodings"].items():
+            base = f"recall-{task}-{slug(label)}"
+            out[base] = {"task": task, "label": label, "pe": dict(pe), "longer": False}
+            if rec["longer"]["enabled"]:
+                out[f"{base}-x{rec['longer']['factor']}"] = {"task": task, "label": label, "pe": dict(pe), "longer": True}
+    return out
+
+
+def recall_spec(config: dict[str, Any], name: str, seed: int) -> dict[str, Any]:
+    """The spec of one task model: the task's generator sizes, the recall architecture with the task's
+    vocabulary, train = `train` <- recall.train <- recall.tasks.<task>.train (x factor steps when longer)."""
+    rec, run = config["recall"], recall_models(config)[name]
+    task = dict(rec["tasks"][run["task"]])
+    train = section_defaults("train")
+    train.update(config.get("train", {}))
+    train.update(rec["train"])
+    train.update(task.pop("train", {}) or {})
+    train["betas"] = list(train["betas"])
+    if run["longer"]:
+        train["steps"] *= rec["longer"]["factor"]
+    return {
+        "name": name,
+        "seed": int(seed),
+        "model": {**architecture(config, rec["architecture"], "recall.architecture"), "pe": dict(run["pe"])},
+        "train": train,
+        "task": task,
     }
 
 
@@ -137,6 +204,8 @@ def labels(config: dict[str, Any]) -> dict[str, str]:
                 out.setdefault(m, label)
     for m in config.get("beyond", {}).get("bf16_training", []):
         out[m + BF16_SUFFIX] = f"{out.get(m, m)} (trained bf16)"
+    for m in augmented_models(config):
+        out[m + AUG_SUFFIX] = f"{out.get(m, m)} (copy-augmented)"
     return out
 
 

@@ -4,7 +4,10 @@ a seed (no files), plus evaluation sets that separate "far position" from "far d
     CopyTask   random tokens, one span of `segment` tokens repeated D tokens later; the repeat is scored
     MQARTask   multi-query associative recall (Zoology, Arora et al. 2023): key-value pairs, then queries
 
-Both follow WindowSampler's contract: batch (step, micro) is a pure function of (seed, step, micro).
+    make_task      the task a training spec names ({"kind": "copy" | "mqar", ...sizes})
+    CopyAugmented  language-model windows of which a fraction repeat an earlier span of the same window
+
+All follow WindowSampler's contract: batch (step, micro) is a pure function of (seed, step, micro).
 Unlike WindowSampler, `.batch` returns (inputs, targets), both (B, T) int64; targets[p] is what the
 model should predict after reading inputs[: p + 1], and -100 (PyTorch's ignore_index) is not scored.
 
@@ -194,6 +197,54 @@ def mqar_eval(vocab_size: int, window: int, distance: int, key_position: int, nu
     query[rest] = others.reshape(-1)  # the other keys in pair order, each its own random slot (or none)
     query[rows, j], scored[rows, j] = key_position + distance, True
     return _mqar_rows(rng, vocab_size, window, num_pairs, block, query, scored)
+
+
+# ---------------------------------------------------------------------------------------------- specs
+
+def make_task(task: dict, seq_len: int, seed: int) -> CopyTask | MQARTask:
+    """The task of a training spec: {"kind": "copy", "vocab_size", "segment"} or {"kind": "mqar",
+    "vocab_size", "num_pairs"} (the config's recall.tasks entry, validated there)."""
+    kind = task["kind"]
+    if kind == "copy":
+        return CopyTask(task["vocab_size"], seq_len, task["segment"], seed)
+    if kind == "mqar":
+        return MQARTask(task["vocab_size"], seq_len, task["num_pairs"], seed)
+    raise ValueError(f"task kind must be copy or mqar, got {kind!r}")
+
+
+def in_distribution(task: CopyTask | MQARTask, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n held-out sequences of the training distribution (a stream no training step reads)."""
+    return task.batch(_EVAL, 2, n)  # training steps are < _EVAL
+
+
+class CopyAugmented:
+    """A language-model sampler whose windows repeat an earlier span of themselves: in round(fraction x B)
+    windows of every batch (rows drawn at random), `segment` tokens at a random start are copied D tokens
+    later, D uniform on [segment, T - segment] as in CopyTask, overwriting the text there. The loss stays
+    on every token, so a model that learns to copy earns it on the repeat. Pure function of (the wrapped
+    sampler's seed, step, micro)."""
+
+    def __init__(self, sampler, fraction: float, segment: int):
+        T = sampler.length + 1  # windows of length + 1 tokens (inputs and the shifted targets)
+        _check(0 <= fraction <= 1, f"fraction must lie in [0, 1], got {fraction}")
+        _check(segment >= 2 and 2 * segment <= T - 1, f"segment {segment} must be >= 2 and fit twice in {T - 1} tokens")
+        self.sampler, self.fraction, self.segment = sampler, fraction, segment
+        self.seed, self.length = sampler.seed, sampler.length
+
+    def sample(self, step: int, micro: int, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(windows, rows repeated, distance, first start), the last two per repeated row."""
+        x = self.sampler.batch(step, micro, batch_size).copy()
+        rng = np.random.default_rng([self.seed, step, micro, _EVAL + 1])  # a stream apart from the sampler's
+        rows = np.sort(rng.choice(batch_size, size=int(round(self.fraction * batch_size)), replace=False))
+        seg, T = self.segment, self.length  # the copy lies inside the first T + 1 tokens
+        d = rng.integers(seg, T - seg + 1, size=len(rows))
+        first = rng.integers(0, T - seg - d + 1)
+        j = np.arange(seg)[None, :]
+        x[rows[:, None], (first + d)[:, None] + j] = x[rows[:, None], first[:, None] + j]
+        return x, rows, d, first
+
+    def batch(self, step: int, micro: int, batch_size: int) -> np.ndarray:
+        return self.sample(step, micro, batch_size)[0]
 
 
 # ---------------------------------------------------------------------------------------------- grid

@@ -12,6 +12,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "cpu-small": dict(arch="gpt", d_model=64, n_layer=2, n_head=4, dropout=0.1, vocab_size=2048, seq_len=64),
     "cpu-S": dict(arch="llama", d_model=64, n_layer=2, n_head=4, dropout=0.0, vocab_size=2048, seq_len=64),
+    # the recall study's task models (expe.data.synthetic): no dropout, vocabulary from the task
+    "cpu-recall": dict(arch="gpt", d_model=64, n_layer=2, n_head=4, dropout=0.0, vocab_size=64, seq_len=64),
     "cpu-M": dict(
         arch="llama", d_model=96, n_layer=3, n_head=4, dropout=0.0, vocab_size=2048, seq_len=64, tie_embeddings=True
     ),

@@ -68,3 +68,24 @@ def plot_names(config: dict) -> list[str]:
     """Every plot file name (without extension) the plots step writes for this config."""
     keys = [key for key, *_ in panels(config)]
     return list(PLOTS) + [f"loss_vs_length_{k}" for k in keys] + [f"context_use_{k}" for k in keys]
+
+
+# The recall study (paper_tables/recall/): one accuracy table, one accuracy-vs-length figure, one figure of
+# training curves per task and one heatmap per task and encoding; the copy-augmented language models.
+RECALL_TABLES = ("training", "augmented_loss", "augmented_retrieval")
+RECALL_PLOTS = ("augmented_loss", "augmented_retrieval")
+
+
+def recall_tables(config: dict) -> list[str]:
+    return [f"{task}" for task in config["recall"]["tasks"]] + list(RECALL_TABLES)
+
+
+def recall_plots(config: dict) -> list[str]:
+    from expe.config import slug
+
+    rec = config["recall"]
+    out = []
+    for task in rec["tasks"]:
+        out += [f"{task}_vs_length", f"{task}_training", f"{task}_training_longer"]
+        out += [f"{task}_heatmap_{slug(label)}" for label in rec["encodings"]]
+    return out + list(RECALL_PLOTS)

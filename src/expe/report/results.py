@@ -13,6 +13,12 @@ committed `per_position` list keeps its bins of L/8).
 
 `Results.probes`, the beyond-the-paper study: model, seed, probe (retrieval, passkey,
 precision:<dtype>), metric, x (distance or ev), value, n.
+
+`Results.recall`, the recall study's task models (index key "recall"): task, label (the encoding),
+model, run (first, longer), seed, kind ("in distribution", "inside L", "far position", "far
+distance"), ev, window, distance, first_start, correct / total scored tokens, sequences, exact
+(sequences with every scored token right), value (accuracy), steps, chance. `Results.learned`: per
+task, which seeds learned it inside L (the file that decided the longer runs).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from expe.io import read_json, sha256_file
 
 COLUMNS = ["model", "seed", "variant", "metric", "ev", "value", "windows", "docs", "tokens", "source", "sha256"]
 PROBE_COLUMNS = ["model", "seed", "probe", "metric", "x", "value", "n", "source", "sha256"]
+RECALL_COLUMNS = ["task", "label", "model", "run", "seed", "kind", "ev", "window", "distance", "first_start", "correct",
+                  "total", "sequences", "exact", "value", "steps", "chance", "source", "sha256"]
 
 
 class Results:
@@ -53,6 +61,10 @@ class Results:
         probe_rows: list[dict[str, Any]] = []
         self._read_probes(probe_rows)
         self.probes = pd.DataFrame(probe_rows, columns=PROBE_COLUMNS)
+        self.learned: dict[str, dict] = {}
+        recall_rows: list[dict[str, Any]] = []
+        self._read_recall(recall_rows)
+        self.recall = pd.DataFrame(recall_rows, columns=RECALL_COLUMNS)
 
     # ------------------------------------------------------------------ helpers
     def path(self, rel: str) -> Path:
@@ -189,6 +201,28 @@ class Results:
                     for x in (r or {}).get("results", []):
                         rows.append(dict(model=m, seed=int(seed), probe=f"precision:{prec}", metric="loss", x=x["ev"],
                                          value=x["loss"], n=x["tokens"], source=rel, sha256=self.sha(rel)))
+
+    def _read_recall(self, rows):
+        for task, t in self.index.get("recall", {}).items():
+            learned = self._json(t["learned"])
+            if learned is not None:
+                self.learned[task] = learned
+            for run, by_label in t["runs"].items():
+                for label, r in by_label.items():
+                    for seed, rel in r["seeds"].items():
+                        res = self._json(rel)
+                        if res is None:
+                            continue
+                        base = dict(task=task, label=label, model=r["model"], run=run, seed=int(seed), steps=res["steps"],
+                                    chance=res["chance"], source=rel, sha256=self.sha(rel))
+                        L = res["train_length"]
+                        x = res["in_distribution"]
+                        rows.append({**base, "kind": "in distribution", "ev": 1, "window": L, "distance": None,
+                                     "first_start": None, "value": x["accuracy"],
+                                     **{k: x[k] for k in ("correct", "total", "sequences", "exact")}})
+                        for c in res["cells"]:
+                            rows.append({**base, "value": c["accuracy"], **{k: c[k] for k in (
+                                "kind", "ev", "window", "distance", "first_start", "correct", "total", "sequences", "exact")}})
 
     # ------------------------------------------------------------------ queries
     def values(self, model: str, variant: str, metric: str, ev=None) -> pd.Series:

@@ -213,7 +213,8 @@ class Trainer:
         self.peak = peak_flops(dev)
         self.flops_tok = self.model.flops_per_token(tcfg.seq_len)
         self.last_good = self.start
-        self.pending: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []  # (step, lr, loss, grad norm) on device
+        self.task = bool(spec.get("task"))
+        self.pending: list[tuple] = []  # (step, lr, loss, grad norm, task hits) on device
         self.trackers = self._trackers(track)
 
     def _trackers(self, track):
@@ -278,20 +279,24 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=self.dev)
+        hits = torch.zeros(2, device=self.dev)  # a task's (correct, scored) on this step's batch, before the update
         for micro in range(tcfg.grad_accum):
             x, y = self.loader(step, micro)
             last = micro == tcfg.grad_accum - 1
             with self.ddp.no_sync() if dist.enabled and not last else contextlib.nullcontext():
                 with autocast(self.dev, self.precision):
-                    _, loss = self.step_fn(x, y)
+                    logits, loss = self.step_fn(x, y)
                 self.scaler.scale(loss / tcfg.grad_accum).backward()
             loss_sum += loss.detach()
+            if self.task:  # fresh samples every step: an in-distribution accuracy curve at no extra forward
+                scored = y != -100
+                hits += torch.stack([((logits.detach().argmax(-1) == y) & scored).sum(), scored.sum()]).float()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tcfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.pending.append((step, lr, loss_sum / tcfg.grad_accum, grad_norm.detach().float()))
+        self.pending.append((step, lr, loss_sum / tcfg.grad_accum, grad_norm.detach().float(), hits))
         self.steps_since += 1
         self.bar.update(1)
 
@@ -307,12 +312,13 @@ class Trainer:
         now = time.perf_counter()
         dt = now - self.t_sync
         self.train_seconds += dt
-        values = torch.stack([torch.stack([l, g]) for _, _, l, g in self.pending]) if self.pending else None
+        values = torch.stack([torch.stack([l, g]) for _, _, l, g, _ in self.pending]) if self.pending else None
         values = dist.mean(values) if values is not None else None
         rows = values.tolist() if values is not None else []
+        hits = dist.mean(torch.stack([h for *_, h in self.pending])).tolist() if self.task and self.pending else None
         tok_s = self.steps_since * tcfg.tokens_per_step / dt if dt > 0 else 0.0
         mfu = self.flops_tok * tok_s / self.peak if self.peak else None
-        for (step, lr, _, _), (loss_val, gnorm) in zip(self.pending, rows):
+        for i, ((step, lr, *_), (loss_val, gnorm)) in enumerate(zip(self.pending, rows)):
             if not math.isfinite(loss_val):
                 kept = (f"last good checkpoint at step {self.last_good} kept in {self.ckpt_dir}"
                         if self.last_good else "no checkpoint yet")
@@ -320,6 +326,8 @@ class Trainer:
             row = {"step": step, "loss": round(loss_val, 6), "lr": lr, "grad_norm": round(gnorm, 4),
                    "tokens": (step + 1) * tcfg.tokens_per_step, "train_seconds": round(self.train_seconds, 4),
                    "wall_time": time.time()}
+            if hits is not None:
+                row["accuracy"] = round(hits[i][0] / max(hits[i][1], 1.0), 4)  # argmax on the scored targets
             if step == self.pending[-1][0]:  # throughput over the interval since the last sync
                 row.update(tokens_per_s=round(tok_s, 1), **({"mfu": round(mfu, 4)} if mfu is not None else {}))
             if self.mlog:
