@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 
 SECTIONS = {"results": "paper_tables/summary.md", "beyond": "paper_tables/beyond/summary.md",
-            "recall": "paper_tables/recall/summary.md", "cpu_study": "paper_tables/cpu_study/summary.md"}
+            "recall": "paper_tables/recall/summary.md"}
 CLAIMS = {"claims": ("docs/claims/default.md", "paper_tables"),
-          "cpu_study_claims": ("docs/claims/cpu_study.md", "paper_tables/cpu_study")}
+          "recall_claims": ("docs/claims/recall.md", "paper_tables")}
 PLACEHOLDER = re.compile(r"\{\{([^{}]+)\}\}")
 NUMBER = re.compile(r"[-+−]?\d+\.\d+")  # a number of a cell
 RESULT = re.compile(r"[-+−]?\d+\.\d{2,}")  # a number with 2+ decimals: a result, never "Section 4.1"

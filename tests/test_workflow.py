@@ -95,6 +95,32 @@ def test_a_copied_dataset_cache_reruns_only_the_benchmark_jobs(smoke_run):
     assert not {"train", "evaluate", "heldout_task", "shards"} & set(counts)
 
 
+def test_the_recall_target_trains_the_task_models_and_writes_every_recall_table_with_numbers(smoke_run):
+    """`snakemake recall` after paper_tables in the same folder: the task models and the copy-augmented
+    models train, the tables hold accuracies (or say why not), and the plain models are not retrained."""
+    work, _, _ = smoke_run
+    cfg = ["--configfile", str(REPO / "config/smoke.yaml"), "--cores", "2"]
+    counts = job_counts(smk("-n", "recall", *cfg, cwd=work).stdout)
+    assert counts["recall_eval"] == 2 * 2 * 2  # 2 tasks x 2 encodings x 2 seeds
+    assert counts["train"] == 2 * 2 * 2 + 2 * 2  # + 2 copy-augmented models x 2 seeds; no plain model again
+    smk("recall", *cfg, cwd=work)
+    out = work / "paper_tables" / "smoke" / "recall"
+    for t in ("copy", "mqar", "training", "augmented_loss", "augmented_retrieval"):
+        for ext in ("md", "tex", "csv"):
+            assert (out / f"{t}.{ext}").stat().st_size > 0
+    with open(out / "copy.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["Encoding"] for r in rows] == ["RoPE", "ExPE"]
+    for r in rows:  # a number, or the positive control's verdict: never an empty cell
+        cell = r["in distribution (inside L)"]
+        assert cell and (cell.startswith("not learned") or 0 <= float(cell) <= 1)
+    with open(out / "augmented_loss.csv") as f:
+        aug = {r["Model"]: r for r in csv.DictReader(f)}
+    assert len(aug) == 4 and all(float(r["Loss ev=1"]) > 0 for r in aug.values())  # plain and augmented, 2 each
+    assert (out / "plots" / "copy_vs_length.png").stat().st_size > 5000
+    assert "**copy**" in (out / "summary.md").read_text()
+
+
 def test_changing_one_model_reruns_only_that_model(smoke_run, tmp_path):
     work, _, _ = smoke_run
     cfg = write_config(tmp_path / "c.yaml", models={"expe": {"train": {"lr": 1e-3}}})
