@@ -498,7 +498,7 @@ def summary(tables: dict[str, Table], config: dict) -> str:
         lines.append("")
     a = tables.get("augmented_loss")
     if a is not None and a.rows:
-        lines += [f"Copy-augmented language models, held-out loss at {', '.join(a.columns[1:])} "
+        lines += [f"Copy-augmented language models, held-out loss at {', '.join(c.removeprefix('Loss ') for c in a.columns[1:])} "
                   "(`recall/augmented_loss.md`):", ""]
         lines += [f"- {row[0]}: " + " / ".join(_cell(a, c) for c in row[1:]) for row in a.rows]
         lines.append("")
