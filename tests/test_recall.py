@@ -154,7 +154,7 @@ def test_recall_dry_run_plans_every_task_model_and_the_copy_augmented_models(tmp
     r = cfg["recall"]
     counts = job_counts(smk("-n", "recall", "--cores", "2", cwd=tmp_path).stdout)
     task_models = len(r["tasks"]) * len(r["encodings"]) * len(r["seeds"])
-    lms = 2 * len(C.augmented_models(cfg)) * len(cfg["seeds"])
+    lms = 2 * sum(len(C.seeds(cfg, m)) for m in C.augmented_models(cfg))  # plain and copy-augmented, own seeds
     assert counts["train"] == task_models + lms and counts["recall_eval"] == task_models
     assert counts["recall_learned"] == len(r["tasks"]) and counts["recall_tables"] == 1
     assert counts["evaluate"] == lms and counts["probes"] == lms

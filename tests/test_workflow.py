@@ -28,7 +28,6 @@ def test_lint_is_clean():
     assert "Congratulations, your workflow is in a good condition!" in r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("configfile", [None, "config/paper.yaml", "config/paper_large.yaml"])
 def _paper_runs(configfile) -> int:
     """(model, seed) pairs the paper tables train: every model entry of the config, each with its seeds."""
     from expe.workflow import Plan
@@ -39,6 +38,7 @@ def _paper_runs(configfile) -> int:
     return n
 
 
+@pytest.mark.parametrize("configfile", [None, "config/paper.yaml", "config/paper_large.yaml"])
 def test_dry_runs_succeed_without_network(configfile, tmp_path):
     args = ["-n", "paper_tables", "--cores", "1"] + (["--configfile", str(REPO / configfile)] if configfile else [])
     counts = job_counts(smk(*args, cwd=tmp_path).stdout)
@@ -110,7 +110,8 @@ def test_the_recall_target_trains_the_task_models_and_writes_every_recall_table_
             assert (out / f"{t}.{ext}").stat().st_size > 0
     with open(out / "copy.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["Encoding"] for r in rows] == ["RoPE", "ExPE"]
+    first = [r for r in rows if not r["Encoding"].endswith("-step run")]  # longer runs: seeds below the threshold
+    assert [r["Encoding"] for r in first] == ["RoPE", "ExPE"]
     for r in rows:  # a number, or the positive control's verdict: never an empty cell
         cell = r["in distribution (inside L)"]
         assert cell and (cell.startswith("not learned") or 0 <= float(cell) <= 1)

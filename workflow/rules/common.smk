@@ -96,3 +96,25 @@ onstart:
                           + [config["eval"]["precision"]])
         except ConfigError as e:
             sys.exit(f"config error: {e}")
+
+
+def recall_learned_seeds(task):
+    """Per encoding of a recall task: each seed's in-distribution accuracy and the seeds below recall.threshold."""
+    from expe.report.recall import learned_seeds
+
+    runs = PLAN.recall_runs(task)
+    files = {label: {str(s): PLAN.recall_result(m, s) for s in PLAN.seeds(m)} for label, m in runs.items()}
+    return learned_seeds(files, config["recall"]["threshold"])
+
+
+def recall_longer(wildcards):
+    """The longer runs' results, for the seeds each task's `recall_learned` found below the threshold."""
+    if not config["recall"]["longer"]["enabled"]:
+        return []
+    out = []
+    for task in config["recall"]["tasks"]:
+        lhash = PLAN.learned_file(task).rsplit("learned-", 1)[1].removesuffix(".json")
+        with open(checkpoints.recall_learned.get(task=task, lhash=lhash).output[0]) as f:
+            below = {label: v["below"] for label, v in json.load(f)["labels"].items()}
+        out += PLAN.longer_results(task, below)
+    return out

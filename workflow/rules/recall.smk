@@ -35,24 +35,7 @@ checkpoint recall_learned:
     log:
         f"{LOGS}/recall/{{task}}.learned.{{lhash}}.log",
     run:
-        from expe.report.recall import learned_seeds
-
-        runs = PLAN.recall_runs(wildcards.task)
-        files = {label: {str(s): PLAN.recall_result(m, s) for s in PLAN.seeds(m)} for label, m in runs.items()}
-        write_json(output[0], learned_seeds(files, config["recall"]["threshold"]))
-
-
-def recall_longer(wildcards):
-    """The longer runs' results, for the seeds each task's `recall_learned` found below the threshold."""
-    if not config["recall"]["longer"]["enabled"]:
-        return []
-    out = []
-    for task in config["recall"]["tasks"]:
-        lhash = PLAN.learned_file(task).rsplit("learned-", 1)[1].removesuffix(".json")
-        with open(checkpoints.recall_learned.get(task=task, lhash=lhash).output[0]) as f:
-            below = {label: v["below"] for label, v in json.load(f)["labels"].items()}
-        out += PLAN.longer_results(task, below)
-    return out
+        write_json(output[0], recall_learned_seeds(wildcards.task))
 
 
 rule recall_index:
