@@ -130,13 +130,11 @@ LOCAL_COPIES = "Running the paper's tasks from local copies"
 
 
 def _local_copies_example() -> str:
-    """The README's worked example of the paper's tasks from a copied cache (in the branch's README
-    draft until it is merged into README.md)."""
-    for path in (REPO / "README.md", *sorted((REPO / "docs" / "readme_drafts").glob("*.md"))):
-        text = path.read_text()
-        if f"### {LOCAL_COPIES}" in text:
-            return re.split(r"\n#{1,3} ", text.split(f"### {LOCAL_COPIES}", 1)[1], maxsplit=1)[0]
-    pytest.fail(f"no '### {LOCAL_COPIES}' section in README.md")
+    """The README's worked example of the paper's tasks from a copied cache."""
+    text = README
+    if f"### {LOCAL_COPIES}" not in text:
+        pytest.fail(f"no '### {LOCAL_COPIES}' section in README.md")
+    return re.split(r"\n#{1,3} ", text.split(f"### {LOCAL_COPIES}", 1)[1], maxsplit=1)[0]
 
 
 @pytest.mark.slow
