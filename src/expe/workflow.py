@@ -207,10 +207,13 @@ class Plan:
         tasks = [task] if task else list(self.config["recall"]["tasks"])
         return [self.recall_result(m, s) for t in tasks for m in self.recall_runs(t).values() for s in self.seeds(m)]
 
+    def learned_hash(self, task: str) -> str:
+        """The key of `learned_file`: the threshold and the results it reads."""
+        return digest([self.config["recall"]["threshold"], self.recall_results(task)])
+
     def learned_file(self, task: str) -> str:
-        """Which (encoding, seed) learned `task` inside L: keyed by the threshold and the results it reads."""
-        key = [self.config["recall"]["threshold"], self.recall_results(task)]
-        return f"{self.res}/recall/{task}/learned-{digest(key)}.json"
+        """Which (encoding, seed) learned `task` inside L."""
+        return f"{self.res}/recall/{task}/learned-{self.learned_hash(task)}.json"
 
     def longer_results(self, task: str, below: dict[str, list[int]]) -> list[str]:
         """The longer runs' results for the seeds below the threshold (label -> seeds, from `learned_file`)."""

@@ -113,8 +113,7 @@ def recall_longer(wildcards):
         return []
     out = []
     for task in config["recall"]["tasks"]:
-        lhash = PLAN.learned_file(task).rsplit("learned-", 1)[1].removesuffix(".json")
-        with open(checkpoints.recall_learned.get(task=task, lhash=lhash).output[0]) as f:
+        with open(checkpoints.recall_learned.get(task=task, lhash=PLAN.learned_hash(task)).output[0]) as f:
             below = {label: v["below"] for label, v in json.load(f)["labels"].items()}
         out += PLAN.longer_results(task, below)
     return out

@@ -471,12 +471,9 @@ def _lm_plots(res: Results, config: dict, out: Path) -> None:
 
 # --------------------------------------------------------------------------- summary and the folder
 
-def _cell(t: Table, c) -> str:
-    return t.text(c)
-
-
-def summary(tables: dict[str, Table], config: dict) -> str:
-    """The README's recall section, generated from the tables (every number is one of theirs)."""
+def summary(tables: dict[str, Table], config: dict, chance: dict[str, float]) -> str:
+    """The README's recall section, generated from the tables (every number is one of theirs) and each
+    task's chance level (from its result files)."""
     r = config["recall"]
     lines = []
     for task in r["tasks"]:
@@ -484,7 +481,7 @@ def summary(tables: dict[str, Table], config: dict) -> str:
         cols = t.columns
         pos = [i for i, c in enumerate(cols) if c.startswith(SHORT["far position"])]
         dist = [i for i, c in enumerate(cols) if c.startswith(SHORT["far distance"])]
-        lines += [f"**{task}** (`recall/{task}.md`; chance {t.notes[0].split('chance ')[1].split(' ')[0]}): accuracy "
+        lines += [f"**{task}** (`recall/{task}.md`; chance {chance.get(task, float('nan')):.3f}): accuracy "
                   f"in distribution (inside L) | at far positions ({', '.join(cols[i].split(' ')[-1] for i in pos)}) | "
                   f"at far distances ({', '.join(cols[i].split(' ')[-1] for i in dist)}); mean ± 95% t over the "
                   "seeds that learned:", ""]
@@ -493,19 +490,19 @@ def summary(tables: dict[str, Table], config: dict) -> str:
             if all(isinstance(c, str) and c.startswith("not learned") for c in far):
                 lines.append(f"- {row[0]}: {far[0]} ({row[3]} seeds learned)")
                 continue
-            lines.append(f"- {row[0]}: {_cell(t, row[2])} ({row[3]} seeds learned) | "
-                         + " / ".join(_cell(t, row[i]) for i in pos) + " | " + " / ".join(_cell(t, row[i]) for i in dist))
+            lines.append(f"- {row[0]}: {t.text(row[2])} ({row[3]} seeds learned) | "
+                         + " / ".join(t.text(row[i]) for i in pos) + " | " + " / ".join(t.text(row[i]) for i in dist))
         lines.append("")
     a = tables.get("augmented_loss")
     if a is not None and a.rows:
         lines += [f"Copy-augmented language models, held-out loss at {', '.join(c.removeprefix('Loss ') for c in a.columns[1:])} "
                   "(`recall/augmented_loss.md`):", ""]
-        lines += [f"- {row[0]}: " + " / ".join(_cell(a, c) for c in row[1:]) for row in a.rows]
+        lines += [f"- {row[0]}: " + " / ".join(a.text(c) for c in row[1:]) for row in a.rows]
         lines.append("")
     p = tables.get("augmented_retrieval")
     if p is not None and p.rows and len(p.columns) > 1:
         lines += [f"Repeat-retrieval gain (nats/token) at {', '.join(p.columns[1:])} (`recall/augmented_retrieval.md`):", ""]
-        lines += [f"- {row[0]}: " + " / ".join(_cell(p, c) for c in row[1:]) for row in p.rows]
+        lines += [f"- {row[0]}: " + " / ".join(p.text(c) for c in row[1:]) for row in p.rows]
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -543,7 +540,8 @@ def build_recall(config: dict, index_path: str | Path, out_dir: str | Path) -> l
     _plots(res, config, plots)
     _lm_plots(res, config, plots)
     by = {t.name: t for t in tables}
-    text = summary(by, config)
+    chance = res.recall.groupby("task")["chance"].first().to_dict()
+    text = summary(by, config, chance)
     write_text(out / "summary.md", text)
     lines = ["# Recall: does each encoding retrieve from far context, or only keep a flat loss?", "",
              "Produced by `snakemake recall` (also part of `beyond_paper`). Every number comes from data/recall.csv "
