@@ -10,11 +10,16 @@ Prints, in one process (every comparison interleaved, median of repeats):
      after     the package now: dropout mask by torch.rand, fused AdamW
      compiled  `after` under torch.compile (with the time the first step took to compile)
      5 seeds   five seeds of `after` as one vmap-batched model (torch.func), per seed
-3. the evaluation forward at 1 ... 64 x L: tokens/s and the time per token relative to 1x, beside the
+3. glibc's allocator as the package tunes it (expe/malloc.py) against its defaults: fresh processes,
+   alternated (the setting is per process), each timing `before` and `after` at 1 thread; so the
+   whole gain, the package now against the package before (default allocator), is on one line;
+4. the evaluation forward at 1 ... 64 x L: tokens/s and the time per token relative to 1x, beside the
    growth of the FLOPs per token (the attention's own share grows with the window).
 
     python bench/train_speed.py                  # everything (about 10 minutes)
     python bench/train_speed.py --quick          # fewer repeats, no compile
+
+Sections 1, 2 and 4 run with the allocator tuned, as every `expe` command does.
 """
 
 from __future__ import annotations
@@ -22,15 +27,22 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+import torch.nn.functional as F
+
 from expe import config as C
+from expe import malloc
 from expe.nn import model as M
+from expe.nn.presets import PRESETS
 from expe.training.loop import build_model, make_optimizer
 from expe.training.speed import machine
 
@@ -38,8 +50,26 @@ SHAPES = {  # name: (model entry of config/config.yaml, vocabulary, batch)
     "cpu-small (ExPE)": ("expe", 2048, 16),
     "cpu-S (ExPE S)": ("expe_s", 2048, 16),
     "cpu-M (ExPE M)": ("expe_m", 2048, 16),
-    "recall (cpu-S, V=64, B=32)": ("expe_s", 64, 32),
+    "recall (cpu-recall, V=64, B=32)": ("expe", 64, 32),  # the recall study's model (recall.architecture)
 }
+
+
+def shape_spec(cfg, name):
+    entry, vocab, batch = SHAPES[name]
+    spec = C.model_spec(cfg, entry, 1)
+    if name.startswith("recall"):
+        arch = {k: v for k, v in PRESETS[cfg["recall"]["architecture"]].items() if k not in ("vocab_size", "seq_len")}
+        spec["model"] = {**spec["model"], **arch}
+        spec["train"] = {**spec["train"], **cfg["recall"]["train"]}
+    return spec, vocab, batch
+
+
+_PACKAGE_ATTENTION = M._attention_with_dropout
+
+
+def _sdpa_attention(q, k, v, bias, p):
+    """The attention before the speed work: SDPA with its own dropout (math path, bernoulli_ on the CPU)."""
+    return F.scaled_dot_product_attention(q, k, v, is_causal=bias is None, attn_mask=bias, dropout_p=p)
 
 
 def gemm_rate(m: int, k: int, n: int, repeats: int = 20) -> float:
@@ -68,7 +98,10 @@ def step_fn(spec, vocab, batch, variant, seed=0):
     fn = torch.compile(model) if variant == "compiled" else model
     x = torch.from_numpy(np.random.default_rng(seed).integers(0, vocab, (batch, tcfg.seq_len + 1)))
 
+    attention = _sdpa_attention if variant == "before" else _PACKAGE_ATTENTION
+
     def step():
+        M._attention_with_dropout = attention  # module-level: each variant's own, also when interleaved
         _, loss = fn(x[:, :-1], x[:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
@@ -151,20 +184,68 @@ def evaluation(spec, vocab, multiples, tokens=16384, batch=8):
     return out, model
 
 
+def child(cfg, repeats, steps) -> dict:
+    """Section 3, in one process: ms/step of `before` and `after` per shape at 1 thread."""
+    out = {}
+    for name in SHAPES:
+        spec, vocab, batch = shape_spec(cfg, name)
+        fns = {v: step_fn(spec, vocab, batch, v)[0] for v in ("before", "after")}
+        for f in fns.values():
+            f(), f()
+        times = {v: [] for v in fns}
+        for r in range(repeats):
+            for v in (("before", "after") if r % 2 == 0 else ("after", "before")):
+                times[v].append(timed(fns[v], steps))
+        out[name] = {v: statistics.median(t) for v, t in times.items()}
+    return out
+
+
+def allocator(args) -> None:
+    """Section 3: fresh processes alternating glibc's default allocator and the package's tuning."""
+    runs = {"default": [], "tuned": []}
+    cmd = [sys.executable, __file__, "--child", "--steps", str(args.steps)] + (["--quick"] if args.quick else [])
+    for i in range(args.allocator_processes):
+        for mode in ("default", "tuned") if i % 2 == 0 else ("tuned", "default"):
+            env = {**os.environ, "EXPE_MALLOC_TUNE": "0" if mode == "default" else "1"}
+            out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+            runs[mode].append(json.loads(out.strip().splitlines()[-1]))
+    n = args.allocator_processes
+    print(f"\nglibc allocator, default vs tuned (expe/malloc.py): {n} fresh processes each, alternated; "
+          "1 thread; medians over processes (range)")
+    for name in SHAPES:
+        def med(mode, v):
+            xs = [r[name][v] for r in runs[mode]]
+            return statistics.median(xs), min(xs), max(xs)
+        (bd, *_), (ad, *_), (bt, *_), (at, *_) = med("default", "before"), med("default", "after"), \
+            med("tuned", "before"), med("tuned", "after")
+        per = [d[name]["before"] / t[name]["after"] for d, t in zip(runs["default"], runs["tuned"])]
+        print(f"  {name}: ms/step before {1000 * bd:.1f} / after {1000 * ad:.1f} (default allocator), "
+              f"before {1000 * bt:.1f} / after {1000 * at:.1f} (tuned); allocator alone {ad / at:.2f}x on `after`, "
+              f"{bd / bt:.2f}x on `before`; package now vs before the speed work {bd / at:.2f}x "
+              f"(per process pair {min(per):.2f}-{max(per):.2f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="3 repeats, no torch.compile")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per repeat")
+    ap.add_argument("--allocator-processes", type=int, default=3, help="fresh processes per allocator setting")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one process of section 3
     args = ap.parse_args()
+    tuned = malloc.tune()  # what every `expe` command does first; EXPE_MALLOC_TUNE=0 (section 3) leaves the default
     repeats = 3 if args.quick else args.repeats
     cfg = C.load("config/config.yaml")
     torch.set_num_threads(1)
-    print(json.dumps(machine()))
+    if args.child:
+        print(json.dumps(child(cfg, repeats, args.steps)))
+        return
+    print(json.dumps(machine() | {"allocator_tuned": tuned}))
     gemm = gemm_rate(1024, 1024, 1024)
     print(f"GEMM fp32, 1 thread: {gemm:.1f} GFLOP/s at 1024^3 (the ceiling below)")
-    for name, (entry, vocab, batch) in SHAPES.items():
-        spec = C.model_spec(cfg, entry, 1)
+    allocator(args)
+    for name in SHAPES:
+        spec, vocab, batch = shape_spec(cfg, name)
         L = spec["train"]["seq_len"]
         d = spec["model"].get("d_model")
         head = gemm_rate(batch * L, d, vocab)

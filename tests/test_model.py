@@ -49,3 +49,53 @@ def test_bad_model_options_are_one_line_errors_when_the_config_is_validated():
         validate({"preset": "huge"})
     with pytest.raises(ConfigError, match="unknown preset"):
         preset("huge")
+
+
+@pytest.mark.parametrize("pe", ["nope", "alibi"])
+def test_attention_with_dropout_is_sdpa_attention_when_nothing_is_dropped_and_drops_about_p(pe, monkeypatch):
+    import torch.nn.functional as F
+
+    from expe.nn import model as M
+
+    torch.manual_seed(0)
+    net = Transformer(ModelConfig(vocab_size=50, seq_len=16, d_model=32, n_layer=1, n_head=4, dropout=0.1, pe={"name": pe}))
+    q, k, v = torch.randn(3, 2, 4, 12, 8).unbind(0)
+    bias = net.pe.attn_bias(net.pe.context(12, torch.device("cpu"), torch.float32))
+    want = F.scaled_dot_product_attention(q, k, v, is_causal=bias is None, attn_mask=bias)
+    monkeypatch.setattr(torch, "rand_like", lambda x: torch.ones_like(x))  # keep every weight, scaled by 1/(1-p)
+    torch.testing.assert_close(M._attention_with_dropout(q, k, v, bias, 0.25), want / 0.75)
+    monkeypatch.undo()
+    # the mask: q = k = 0 gives uniform causal weights 1/(i+1); v = identity returns the weights themselves
+    T = 400
+    x = M._attention_with_dropout(torch.zeros(1, 1, T, 8), torch.zeros(1, 1, T, 8), torch.eye(T)[None, None], None, 0.3)
+    weights = torch.ones(T, T).tril() / torch.arange(1, T + 1)[:, None]
+    got = x[0, 0][weights > 0]
+    assert (x[0, 0][weights == 0] == 0).all()  # causal
+    assert abs((got == 0).float().mean().item() - 0.3) < 0.005  # 80,200 weights: 0.3 +- 0.005 is 3 sd
+    torch.testing.assert_close(got[got != 0], (weights[weights > 0] / 0.7)[got != 0])
+
+
+def test_training_with_dropout_on_the_cpu_uses_the_torch_rand_attention_and_evaluation_uses_sdpa(monkeypatch):
+    from expe.nn import model as M
+
+    calls = []
+    real = M._attention_with_dropout
+    monkeypatch.setattr(M, "_attention_with_dropout", lambda *a: calls.append(1) or real(*a))
+    net = Transformer(ModelConfig(vocab_size=50, seq_len=16, d_model=32, n_layer=2, n_head=4, dropout=0.1))
+    x = torch.randint(0, 50, (2, 17))
+    net.train()(x[:, :-1], x[:, 1:])[1].backward()
+    assert len(calls) == 2
+    with torch.no_grad():
+        net.eval()(x[:, :-1], x[:, 1:])
+    assert len(calls) == 2
+
+
+def test_the_allocator_tuning_applies_on_glibc_and_can_be_switched_off(monkeypatch):
+    import platform
+
+    from expe import malloc
+
+    monkeypatch.setenv("EXPE_MALLOC_TUNE", "0")
+    assert malloc.tune() is False
+    monkeypatch.delenv("EXPE_MALLOC_TUNE")
+    assert malloc.tune() is (platform.libc_ver()[0] == "glibc")

@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     args.argv = list(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    from expe import malloc
+
+    malloc.tune()  # before the first tensor: freed activations stay in the heap (expe/malloc.py)
     try:
         args.fn(args)
     except ExpeError as e:

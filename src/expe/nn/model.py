@@ -94,7 +94,9 @@ class Attention(nn.Module):
         if bias is not None and bias.dtype != q.dtype:
             bias = bias.to(q.dtype)
         p = self.dropout if self.training else 0.0
-        if bias is None:  # no float mask unless the encoding needs one: is_causal alone is FlashAttention-eligible
+        if p > 0.0 and not q.is_cuda:
+            y = _attention_with_dropout(q, k, v, bias, p)
+        elif bias is None:  # no float mask unless the encoding needs one: is_causal alone is FlashAttention-eligible
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
         elif T > 2 * self.BIAS_BLOCK:
             # an additive bias (ALiBi) rules out is_causal, so the kernel would score the masked upper
@@ -106,6 +108,24 @@ class Attention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
         return self.resid_dropout(self.wo(y.transpose(1, 2).reshape(B, T, d)))
+
+
+_CAUSAL: dict[tuple, torch.Tensor] = {}
+
+
+def _attention_with_dropout(q, k, v, bias, p: float) -> torch.Tensor:
+    """Causal attention with dropout on the attention weights, on the CPU. SDPA falls back to its math
+    path there (FlashAttention for CPU has no dropout) and draws the mask with bernoulli_; this is the
+    same computation with the mask from torch.rand, as in `Dropout` (bench/train_speed.py measures it)."""
+    T = q.shape[-2]
+    if bias is None:
+        key = (T, q.dtype)
+        if key not in _CAUSAL:
+            _CAUSAL[key] = torch.full((T, T), float("-inf"), dtype=q.dtype).triu_(1)
+        bias = _CAUSAL[key]
+    att = torch.softmax(torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)) + bias, dim=-1)
+    att = att * (torch.rand_like(att) >= p).to(att.dtype).mul_(1.0 / (1.0 - p))
+    return torch.matmul(att, v)
 
 
 class MLP(nn.Module):
