@@ -446,25 +446,31 @@ def _lm_plots(res: Results, config: dict, out: Path) -> None:
     ret = res.probes[(res.probes.probe == "retrieval") & (res.probes.metric == "gain_vs_control")]
     for name, df, x, xlabel, ylabel in (("augmented_loss", loss, "ev", "window / L (ev)", "held-out loss (nats)"),
                                         ("augmented_retrieval", ret, "x", "distance D / L", "retrieval gain (nats/token)")):
-        fig, axes = plt.subplots(2, 1, figsize=(3.5, 3.9), sharex=True, sharey=True)
-        for ax, suffix, title in zip(axes, ("", C.AUG_SUFFIX), ("plain", "copy-augmented")):
-            for i, m in enumerate(models[:5]):
-                g = df[df.model == m + suffix]
-                if g.empty:
-                    continue
-                s = seed_summary(g, [x]).sort_values(x)
-                band(ax, s[x], s, {**style(i), "ms": 3.5, "lw": 1.1}, lab.get(m, m))
-            if name == "augmented_retrieval":
-                ax.axhline(0, color="grey", lw=0.8)
-            ax.axvline(1, color="grey", ls=":", lw=0.8)
-            ax.set_xscale("log", base=2)
-            xs = sorted(df[x].dropna().unique())
-            ax.set_xticks(xs, [f"{v:g}" for v in xs])
-            ax.minorticks_off()
-            ax.set_ylabel(ylabel)
-            ax.set_title(f"{title} language models (95% seed bands)")
-            ax.legend(loc="best", frameon=False, handlelength=2.2, fontsize=6.5)
-        axes[-1].set_xlabel(xlabel)
+        from expe.report.catalog import chunks
+
+        groups = chunks({m: i for i, m in enumerate(models)})  # <= 5 lines per panel; a model keeps its colour
+        fig, axes = plt.subplots(2, len(groups), figsize=(3.5 * len(groups), 3.9), sharex=True, sharey=True,
+                                 squeeze=False)
+        for row, suffix, title in zip(axes, ("", C.AUG_SUFFIX), ("plain", "copy-augmented")):
+            for ax, group in zip(row, groups):
+                for m, i in group.items():
+                    g = df[df.model == m + suffix]
+                    if g.empty:
+                        continue
+                    s = seed_summary(g, [x]).sort_values(x)
+                    band(ax, s[x], s, {**style(i), "ms": 3.5, "lw": 1.1}, lab.get(m, m))
+                if name == "augmented_retrieval":
+                    ax.axhline(0, color="grey", lw=0.8)
+                ax.axvline(1, color="grey", ls=":", lw=0.8)
+                ax.set_xscale("log", base=2)
+                xs = sorted(df[x].dropna().unique())
+                ax.set_xticks(xs, [f"{v:g}" for v in xs])
+                ax.minorticks_off()
+                ax.set_title(f"{title} language models (95% seed bands)", fontsize=8)
+                ax.legend(loc="best", frameon=False, handlelength=2.2, fontsize=6.5)
+            row[0].set_ylabel(ylabel)
+        for ax in axes[-1]:
+            ax.set_xlabel(xlabel)
         fig.tight_layout()
         save(fig, out, name)
 
