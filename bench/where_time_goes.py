@@ -6,7 +6,12 @@ their summed wall time and CPU time, and each rule's share of the total.
     python bench/where_time_goes.py --config config/cpu_study.yaml
 
 Wall seconds of jobs that ran side by side add up to more than the run's own wall time; CPU seconds
-are the work done, whatever ran beside it.
+are the work done, whatever ran beside it (Snakemake samples them, so short jobs under-count).
+
+Rules without a `benchmark:` (the small `run:` jobs that write spec and index files) have no such
+file; the script also reads the run's Snakemake log (the newest in .snakemake/log, or --log) and
+prints every job's wall time from its start and finish lines (1-second resolution), per rule, and
+the run's own wall time: that is where 90 spec jobs of 12 s each showed up (profiles/default).
 """
 
 from __future__ import annotations
@@ -35,10 +40,38 @@ def architecture_of(config: dict, rel: str) -> str:
     return "-"
 
 
+STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
+
+
+def log_times(path: Path) -> tuple[float, dict[str, list[float]]]:
+    """(the run's wall seconds, {rule: [jobs, summed job wall seconds]}) from a Snakemake log."""
+    from datetime import datetime
+
+    def when(text):
+        return datetime.strptime(" ".join(text.split()), "%a %b %d %H:%M:%S %Y").timestamp()
+
+    now = first = None
+    pending, started, out = None, {}, defaultdict(lambda: [0, 0.0])
+    for line in path.read_text(errors="replace").splitlines():
+        if m := STAMP.match(line):
+            now = when(m.group(1))
+            first = now if first is None else first
+        elif m := re.match(r"^(?:local)?rule (\w+):$", line):
+            pending = (m.group(1), now)
+        elif (m := re.match(r"^\s+jobid: (\d+)$", line)) and pending:
+            started[m.group(1)], pending = pending, None
+        elif m := re.match(r"^Finished jobid: (\d+) \(Rule: (\w+)\)", line):
+            rule, t0 = started.pop(m.group(1), (m.group(2), now))
+            out[rule][0] += 1
+            out[rule][1] += now - t0
+    return (now - first) if first is not None else 0.0, out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="config/config.yaml")
     ap.add_argument("--root", default=".", help="the folder the workflow ran in")
+    ap.add_argument("--log", help="the run's Snakemake log (default: the newest in <root>/.snakemake/log)")
     args = ap.parse_args()
     config = C.load(args.config)
     folder = Path(args.root) / "benchmarks" / config["run_name"]
@@ -72,6 +105,17 @@ def main() -> None:
     for (rule, arch), (n, wall, cpu) in sorted(by_arch.items(), key=lambda kv: -kv[1][2]):
         if arch != "-":
             print(f"{rule:16s} {arch:14s} {n:5d} {wall:9.1f} {cpu:9.1f} {cpu / n:9.1f}")
+    logs = sorted((Path(args.root) / ".snakemake" / "log").glob("*.snakemake.log"))
+    log = Path(args.log) if args.log else (logs[-1] if logs else None)
+    if log is None:
+        return
+    run_wall, rules = log_times(log)
+    jobs_wall = sum(w for _, w in rules.values())
+    print(f"\nfrom the Snakemake log {log.name}: the run took {run_wall:,.0f} s; {sum(n for n, _ in rules.values())} "
+          f"jobs, {jobs_wall:,.0f} s of job wall time (start to finish line, 1-s resolution)")
+    print(f"{'rule':16s} {'jobs':>5s} {'wall s':>9s} {'share':>6s} {'s/job':>7s}")
+    for rule, (n, wall) in sorted(rules.items(), key=lambda kv: -kv[1][1]):
+        print(f"{rule:16s} {n:5d} {wall:9.1f} {wall / max(jobs_wall, 1e-9):6.1%} {wall / n:7.1f}")
 
 
 if __name__ == "__main__":
