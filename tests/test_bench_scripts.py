@@ -1,0 +1,46 @@
+"""bench/where_time_goes.py reads every job of a run from the Snakemake log, also those without a
+`benchmark:` file."""
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LOG = """\
+Select jobs to execute...
+Execute 2 jobs...
+[Wed Dec  2 13:53:18 2026]
+localrule job_spec:
+    output: results/default/specs/eval/0ea321793b2d.json
+    jobid: 213
+    wildcards: kind=eval, hash=0ea321793b2d
+[Wed Dec  2 13:53:18 2026]
+rule train:
+    input: results/default/models/expe/3f92c1d36ac3/spec.json
+    jobid: 57
+[Wed Dec  2 13:53:30 2026]
+Finished jobid: 213 (Rule: job_spec)
+1 of 3 steps (33%) done
+[Wed Dec  2 13:53:30 2026]
+localrule job_spec:
+    jobid: 215
+[Wed Dec  2 13:53:31 2026]
+Finished jobid: 215 (Rule: job_spec)
+[Wed Dec  2 13:54:00 2026]
+Finished jobid: 57 (Rule: train)
+"""
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("where_time_goes", ROOT / "bench" / "where_time_goes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_where_time_goes_takes_every_jobs_wall_time_from_the_snakemake_log(tmp_path):
+    log = tmp_path / "run.snakemake.log"
+    log.write_text(LOG)
+    run_wall, rules = _script().log_times(log)
+    assert run_wall == 42.0
+    assert {k: tuple(v) for k, v in rules.items()} == {"job_spec": (2, 13.0), "train": (1, 42.0)}
