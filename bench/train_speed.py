@@ -36,7 +36,6 @@ import time
 import numpy as np
 import torch
 import torch.nn as nn
-
 import torch.nn.functional as F
 
 from expe import config as C
@@ -211,13 +210,11 @@ def allocator(args) -> None:
             runs[mode].append(json.loads(out.strip().splitlines()[-1]))
     n = args.allocator_processes
     print(f"\nglibc allocator, default vs tuned (expe/malloc.py): {n} fresh processes each, alternated; "
-          "1 thread; medians over processes (range)")
+          "1 thread; medians over processes")
     for name in SHAPES:
         def med(mode, v):
-            xs = [r[name][v] for r in runs[mode]]
-            return statistics.median(xs), min(xs), max(xs)
-        (bd, *_), (ad, *_), (bt, *_), (at, *_) = med("default", "before"), med("default", "after"), \
-            med("tuned", "before"), med("tuned", "after")
+            return statistics.median(r[name][v] for r in runs[mode])
+        bd, ad, bt, at = med("default", "before"), med("default", "after"), med("tuned", "before"), med("tuned", "after")
         per = [d[name]["before"] / t[name]["after"] for d, t in zip(runs["default"], runs["tuned"])]
         print(f"  {name}: ms/step before {1000 * bd:.1f} / after {1000 * ad:.1f} (default allocator), "
               f"before {1000 * bt:.1f} / after {1000 * at:.1f} (tuned); allocator alone {ad / at:.2f}x on `after`, "

@@ -20,6 +20,7 @@ import argparse
 import csv
 import re
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 
 from expe import config as C
@@ -45,8 +46,6 @@ STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 
 def log_times(path: Path) -> tuple[float, dict[str, list[float]]]:
     """(the run's wall seconds, {rule: [jobs, summed job wall seconds]}) from a Snakemake log."""
-    from datetime import datetime
-
     def when(text):
         return datetime.strptime(" ".join(text.split()), "%a %b %d %H:%M:%S %Y").timestamp()
 

@@ -52,8 +52,12 @@ class Dropout(nn.Dropout):
     def forward(self, x):
         if not self.training or self.p == 0.0 or x.is_cuda:
             return super().forward(x)
-        mask = (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
-        return x * mask
+        return x * _keep_mask(x, self.p)
+
+
+def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Inverted-dropout mask for x: 0 with probability p, else 1 / (1 - p); drawn with torch.rand."""
+    return (torch.rand_like(x) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
 
 
 class RMSNorm(nn.Module):
@@ -124,8 +128,7 @@ def _attention_with_dropout(q, k, v, bias, p: float) -> torch.Tensor:
             _CAUSAL[key] = torch.full((T, T), float("-inf"), dtype=q.dtype).triu_(1)
         bias = _CAUSAL[key]
     att = torch.softmax(torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)) + bias, dim=-1)
-    att = att * (torch.rand_like(att) >= p).to(att.dtype).mul_(1.0 / (1.0 - p))
-    return torch.matmul(att, v)
+    return torch.matmul(att * _keep_mask(att, p), v)
 
 
 class MLP(nn.Module):

@@ -437,18 +437,17 @@ def _training(plt, save, res: Results, task: str, groups, sty, out: Path, thr: f
 def _lm_plots(res: Results, config: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
+    from expe.report.catalog import chunks
     from expe.report.plots import band, save, seed_summary, style
 
     lab = C.labels(config)
     models = C.augmented_models(config)
+    groups = chunks({m: i for i, m in enumerate(models)})  # <= 5 lines per panel; a model keeps its colour
     evs = config["recall"]["multiples"]
     loss = res.df[(res.df.metric == "loss") & res.df.ev.isin(evs)]
     ret = res.probes[(res.probes.probe == "retrieval") & (res.probes.metric == "gain_vs_control")]
     for name, df, x, xlabel, ylabel in (("augmented_loss", loss, "ev", "window / L (ev)", "held-out loss (nats)"),
                                         ("augmented_retrieval", ret, "x", "distance D / L", "retrieval gain (nats/token)")):
-        from expe.report.catalog import chunks
-
-        groups = chunks({m: i for i, m in enumerate(models)})  # <= 5 lines per panel; a model keeps its colour
         fig, axes = plt.subplots(2, len(groups), figsize=(3.5 * len(groups), 3.9), sharex=True, sharey=True,
                                  squeeze=False)
         for row, suffix, title in zip(axes, ("", C.AUG_SUFFIX), ("plain", "copy-augmented")):
