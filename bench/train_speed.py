@@ -6,8 +6,8 @@ Prints, in one process (every comparison interleaved, median of repeats):
 2. per shape (cpu-small, cpu-S, cpu-M at T = 64, batch 16, vocabulary 2048; the recall study's shape)
    and thread count (1, 2): tokens/s and GFLOP/s of a full training step (forward, backward, clip,
    AdamW), and their ratio to the GEMM rate, for
-     before    nn.Dropout (bernoulli_), for-loop AdamW (the package before this change)
-     after     the package now: dropout mask by torch.rand, fused AdamW
+     before    nn.Dropout (bernoulli_), for-loop AdamW, F.cross_entropy (the package before the speed work)
+     after     the package now: dropout mask by torch.rand, fused AdamW, fused cross-entropy on the CPU
      compiled  `after` under torch.compile (with the time the first step took to compile)
      5 seeds   five seeds of `after` as one vmap-batched model (torch.func), per seed
 3. glibc's allocator as the package tunes it (expe/malloc.py) against its defaults: fresh processes,
@@ -64,6 +64,12 @@ def shape_spec(cfg, name):
 
 
 _PACKAGE_ATTENTION = M._attention_with_dropout
+_PACKAGE_CE = M.cross_entropy
+
+
+def _torch_cross_entropy(logits, target):
+    """The loss before the speed work: log_softmax + nll_loss (F.cross_entropy)."""
+    return F.cross_entropy(logits, target, ignore_index=M.IGNORE)
 
 
 def _sdpa_attention(q, k, v, bias, p):
@@ -98,9 +104,11 @@ def step_fn(spec, vocab, batch, variant, seed=0):
     x = torch.from_numpy(np.random.default_rng(seed).integers(0, vocab, (batch, tcfg.seq_len + 1)))
 
     attention = _sdpa_attention if variant == "before" else _PACKAGE_ATTENTION
+    loss_fn = _torch_cross_entropy if variant == "before" else _PACKAGE_CE
 
     def step():
         M._attention_with_dropout = attention  # module-level: each variant's own, also when interleaved
+        M.cross_entropy = loss_fn
         _, loss = fn(x[:, :-1], x[:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)

@@ -90,6 +90,51 @@ def test_training_with_dropout_on_the_cpu_uses_the_torch_rand_attention_and_eval
     assert len(calls) == 2
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-6)])
+def test_the_fused_cross_entropy_equals_torchs_with_ignored_targets_and_refuses_a_second_backward(dtype, tol):
+    import torch.nn.functional as F
+
+    from expe.nn.model import IGNORE, cross_entropy
+
+    torch.manual_seed(0)
+    x = torch.randn(300, 64, dtype=dtype) * 4
+    t = torch.randint(0, 64, (300,))
+    t[::3] = IGNORE  # the recall tasks' unscored positions
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    want, got = F.cross_entropy(a, t), cross_entropy(b, t)
+    (2.5 * want).backward()
+    (2.5 * got).backward(retain_graph=True)
+    assert got.grad_fn.name().endswith("_CrossEntropyBackward")  # the fused path, not F.cross_entropy
+    assert abs(got.item() - want.item()) <= tol * abs(want.item())
+    torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=tol * a.grad.abs().max().item())
+    assert (b.grad[::3] == 0).all()  # ignored rows get no gradient
+    with pytest.raises(RuntimeError, match="inplace"):  # its backward reuses a saved buffer: once only
+        got.backward()
+    with torch.no_grad():  # evaluation: torch's own
+        assert cross_entropy(x, t).item() == F.cross_entropy(x, t).item()
+    assert cross_entropy(x.requires_grad_(), torch.full_like(t, IGNORE)).isnan()  # nothing scored: NaN, as torch
+
+
+def test_a_training_step_with_the_fused_cross_entropy_matches_one_with_torchs(monkeypatch):
+    import torch.nn.functional as F
+
+    from expe.nn import model as M
+
+    x = torch.randint(0, 50, (4, 17))
+    grads = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(M, "cross_entropy", lambda l, t: F.cross_entropy(l, t, ignore_index=M.IGNORE))
+        torch.manual_seed(0)
+        net = Transformer(ModelConfig(vocab_size=50, seq_len=16, d_model=32, n_layer=2, n_head=4, dropout=0.1))
+        torch.manual_seed(1)
+        loss = net.train()(x[:, :-1], x[:, 1:])[1]
+        loss.backward()
+        grads.append((loss.item(), torch.cat([p.grad.flatten() for p in net.parameters()])))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-7)
+
+
 def test_the_allocator_tuning_applies_on_glibc_and_can_be_switched_off(monkeypatch):
     import platform
 
