@@ -13,13 +13,17 @@ Prints, in one process (every comparison interleaved, median of repeats):
 3. glibc's allocator as the package tunes it (expe/malloc.py) against its defaults: fresh processes,
    alternated (the setting is per process), each timing `before` and `after` at 1 thread; so the
    whole gain, the package now against the package before (default allocator), is on one line;
-4. the evaluation forward at 1 ... 64 x L: tokens/s and the time per token relative to 1x, beside the
-   growth of the FLOPs per token (the attention's own share grows with the window).
+4. per shape, two layouts measured and not adopted: the same tokens as B/4, B/2, B or 5B sequences per
+   step (5B: five seeds through one set of weights, an upper bound for training seeds as one batched
+   model; B/2, B/4: micro-batches), and the step under CPU bf16 autocast (AMX where the CPU has it);
+5. the evaluation forward at 1 ... 64 x L: tokens/s and the time per token relative to 1x, beside the
+   growth of the FLOPs per token, and split into the time inside the attention kernel and the rest
+   (the rest per token should not grow with the window).
 
     python bench/train_speed.py                  # everything (about 10 minutes)
     python bench/train_speed.py --quick          # fewer repeats, no compile
 
-Sections 1, 2 and 4 run with the allocator tuned, as every `expe` command does.
+Sections 1, 2, 4 and 5 run with the allocator tuned, as every `expe` command does.
 """
 
 from __future__ import annotations
@@ -77,8 +81,8 @@ def _sdpa_attention(q, k, v, bias, p):
     return F.scaled_dot_product_attention(q, k, v, is_causal=bias is None, attn_mask=bias, dropout_p=p)
 
 
-def gemm_rate(m: int, k: int, n: int, repeats: int = 20) -> float:
-    a, b = torch.randn(m, k), torch.randn(k, n)
+def gemm_rate(m: int, k: int, n: int, repeats: int = 20, dtype=torch.float32) -> float:
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     for _ in range(3):
         a @ b
     t = []
@@ -173,22 +177,92 @@ def training(spec, vocab, batch, threads, repeats, steps, compile_):
         ens_t, compile_s
 
 
+class _AttentionClock:
+    """Wraps F.scaled_dot_product_attention (the evaluation's attention) and adds up the time inside it."""
+
+    def __init__(self):
+        self.seconds, self.real = 0.0, F.scaled_dot_product_attention
+
+    def __enter__(self):
+        def timed_sdpa(*a, **k):
+            t0 = time.perf_counter()
+            y = self.real(*a, **k)
+            self.seconds += time.perf_counter() - t0
+            return y
+        F.scaled_dot_product_attention = timed_sdpa
+        return self
+
+    def __exit__(self, *exc):
+        F.scaled_dot_product_attention = self.real
+
+
 @torch.no_grad()
 def evaluation(spec, vocab, multiples, tokens=16384, batch=8):
+    """Seconds per token of the evaluation forward (per-token loss) at each multiple of L, and the part
+    of it spent inside the attention kernel (medians over repeats)."""
     torch.set_num_threads(1)
     model, tcfg = build_model(spec, vocab)
     model.eval()
     L = tcfg.seq_len
-    out = {}
+    out, attn = {}, {}
     for k in multiples:
         T = k * L
         b = max(1, min(batch, tokens // T))
         x = torch.from_numpy(np.random.default_rng(0).integers(0, vocab, (b, T + 1)))
         model(x[:, :-1], x[:, 1:], reduction="none")
         n = max(1, tokens // (b * T))
-        t = timed(lambda: model(x[:, :-1], x[:, 1:], reduction="none"), n + 2)
-        out[k] = t / (b * T)  # seconds per token
-    return out, model
+        total, inside = [], []
+        for _ in range(n + 2):
+            with _AttentionClock() as clock:
+                t0 = time.perf_counter()
+                model(x[:, :-1], x[:, 1:], reduction="none")
+                total.append((time.perf_counter() - t0) / (b * T))  # seconds per token
+            inside.append(clock.seconds / (b * T))
+        out[k], attn[k] = statistics.median(total), statistics.median(inside)
+    return out, attn, model
+
+
+def batch_layout(spec, vocab, batch, repeats, steps):
+    """ms per `batch` sequences of the `after` step when the same tokens come as B/4, B/2, B or 5B
+    sequences per step. 5B is five seeds' batches through one set of weights: an upper bound on what
+    training seeds as one batched model could gain; B/2 and B/4 are gradient accumulation's micro-batches."""
+    torch.set_num_threads(1)
+    sizes = [batch // 4, batch // 2, batch, 5 * batch]
+    fns = {b: step_fn(spec, vocab, b, "after")[0] for b in sizes}
+    for f in fns.values():
+        f()
+    times = {b: [] for b in sizes}
+    for r in range(repeats):
+        for b in sizes if r % 2 == 0 else sizes[::-1]:
+            times[b].append(timed(fns[b], steps) * batch / b)
+    return {b: statistics.median(t) for b, t in times.items()}
+
+
+def bf16_autocast(spec, vocab, batch, repeats, steps):
+    """ms/step of `after` in fp32 and under CPU bf16 autocast (matmuls in bf16, on AMX where the CPU has it)."""
+    torch.set_num_threads(1)
+    f32 = step_fn(spec, vocab, batch, "after")[0]
+    raw = step_fn(spec, vocab, batch, "after")[0]
+
+    def bf16():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            raw()
+    fns = {"fp32": f32, "bf16": bf16}
+    for f in fns.values():
+        f(), f()
+    times = {v: [] for v in fns}
+    for r in range(repeats):
+        for v in ("fp32", "bf16") if r % 2 == 0 else ("bf16", "fp32"):
+            times[v].append(timed(fns[v], steps))
+    return {v: statistics.median(t) for v, t in times.items()}
+
+
+def cpu_flags() -> str:
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    return " ".join(f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "none of avx512f/avx512_bf16/amx_bf16"
 
 
 def child(cfg, repeats, steps) -> dict:
@@ -248,6 +322,8 @@ def main() -> None:
     print(json.dumps(machine() | {"allocator_tuned": tuned}))
     gemm = gemm_rate(1024, 1024, 1024)
     print(f"GEMM fp32, 1 thread: {gemm:.1f} GFLOP/s at 1024^3 (the ceiling below)")
+    print(f"GEMM bf16, 1 thread: {gemm_rate(1024, 1024, 1024, dtype=torch.bfloat16):.1f} GFLOP/s at 1024^3 "
+          f"(CPU flags: {cpu_flags()})")
     allocator(args)
     for name in SHAPES:
         spec, vocab, batch = shape_spec(cfg, name)
@@ -264,20 +340,35 @@ def main() -> None:
                 print(f"  {threads} thread(s) {v:9s} {1000 * t:7.1f} ms/step (range {1000 * rng[v][0]:.1f}-"
                       f"{1000 * rng[v][1]:.1f}), {tok:9,.0f} tokens/s, {flops_tok * tok / 1e9:6.1f} GFLOP/s = "
                       f"{flops_tok * tok / 1e9 / (gemm * threads):5.1%} of the GEMM rate x threads")
+            floor = flops_tok * batch * L / (gemm * 1e9 * threads)  # every FLOP at the GEMM rate, nothing else
+            print(f"  {threads} thread(s) matmul floor (the step's FLOPs at the GEMM rate x threads, all else "
+                  f"free): {1000 * floor:.1f} ms/step; before/floor = {med['before'] / floor:.2f}x is the most "
+                  f"any change short of fewer or faster matmuls could gain")
             print(f"  {threads} thread(s) after/before: {med['before'] / med['after']:.2f}x faster"
                   + (f"; compiled/after: {med['after'] / med['compiled']:.2f}x (first step {comp:.1f} s with compilation)"
                      if "compiled" in med else ""))
             print(f"  {threads} thread(s) 5 seeds as one vmap model: {1000 * ens:.1f} ms/step per seed = "
                   f"{med['after'] / ens:.2f}x the single-seed `after`")
+        lay = batch_layout(spec, vocab, batch, repeats, args.steps)
+        print(f"  1 thread, the same tokens as B/4, B/2, B, 5B sequences per step (ms per {batch} sequences; "
+              f"5B = five seeds through one set of weights): " + ", ".join(
+                  f"B={b} {1000 * t:.1f} ({lay[batch] / t:.2f}x)" for b, t in lay.items()))
+        bf = bf16_autocast(spec, vocab, batch, repeats, args.steps)
+        print(f"  1 thread, bf16 autocast: {1000 * bf['bf16']:.1f} ms/step vs fp32 {1000 * bf['fp32']:.1f} "
+              f"= {bf['fp32'] / bf['bf16']:.2f}x")
         if vocab == 2048:
-            ev, model = evaluation(spec, vocab, [1, 2, 4, 8, 16, 64])
+            ev, inside, model = evaluation(spec, vocab, [1, 2, 4, 8, 16, 64])
             c = model.cfg
             base_flops = 2 * (model.flops_per_token(L) - 12 * c.n_layer * c.d_model * L) / 6  # forward, no attention
             print(f"  evaluation forward (1 thread, ~16k tokens per length): " + ", ".join(
                 f"{k}x {1 / ev[k]:,.0f} tok/s" for k in ev))
             for k in (16, 64):
                 attn = lambda T: base_flops + 4 * c.n_layer * c.d_model * T / 2  # causal: half of QK^T and AV
-                print(f"  {k}x L: time per token {ev[k] / ev[1]:.2f}x the 1x time; FLOPs per token {attn(k * L) / attn(L):.2f}x")
+                rest = (ev[k] - inside[k]) / (ev[1] - inside[1])
+                print(f"  {k}x L: time per token {ev[k] / ev[1]:.2f}x the 1x time; FLOPs per token "
+                      f"{attn(k * L) / attn(L):.2f}x; inside the attention kernel {1e9 * inside[1]:.0f} -> "
+                      f"{1e9 * inside[k]:.0f} ns/token ({inside[k] / inside[1]:.1f}x); everything else per token "
+                      f"{rest:.2f}x the 1x time")
 
 
 if __name__ == "__main__":

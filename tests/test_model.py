@@ -113,6 +113,10 @@ def test_the_fused_cross_entropy_equals_torchs_with_ignored_targets_and_refuses_
     with torch.no_grad():  # evaluation: torch's own
         assert cross_entropy(x, t).item() == F.cross_entropy(x, t).item()
     assert cross_entropy(x.requires_grad_(), torch.full_like(t, IGNORE)).isnan()  # nothing scored: NaN, as torch
+    from torch.func import grad, vmap  # under torch.func transforms: torch's own, same gradients
+
+    xs, ts = x.detach().view(3, 100, 64), t.view(3, 100)
+    torch.testing.assert_close(vmap(grad(cross_entropy))(xs, ts), vmap(grad(F.cross_entropy))(xs, ts), rtol=0, atol=0)
 
 
 def test_a_training_step_with_the_fused_cross_entropy_matches_one_with_torchs(monkeypatch):

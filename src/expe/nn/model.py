@@ -96,8 +96,10 @@ class _CrossEntropy(torch.autograd.Function):
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy ignoring IGNORE targets: the fused `_CrossEntropy` on the CPU when gradients
-    are needed; F.cross_entropy elsewhere (CUDA's kernel is fused already)."""
-    if logits.is_cuda or not (torch.is_grad_enabled() and logits.requires_grad):
+    are needed; F.cross_entropy elsewhere (CUDA's kernel is fused already; under torch.func transforms,
+    which a custom Function with an in-place backward does not support)."""
+    if logits.is_cuda or not (torch.is_grad_enabled() and logits.requires_grad) \
+            or torch._C._are_functorch_transforms_active():  # torch.func (vmap, grad): torch's own
         return F.cross_entropy(logits, target, ignore_index=IGNORE)
     return _CrossEntropy.apply(logits, target)
 

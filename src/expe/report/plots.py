@@ -65,14 +65,14 @@ def legend(ax, **kw) -> None:
     ax.legend(fontsize=7, frameon=True, edgecolor="none", handlelength=2.4, borderpad=0.3, labelspacing=0.25, **kw)
 
 
-def _finish(ax, title: str, xlabel: str, ylabel: str, log2: bool = True) -> None:
+def _finish(ax, title: str, xlabel: str, ylabel: str, log2: bool = True, loc: str = "best") -> None:
     if log2:
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=8)
-    legend(ax, loc="best")
+    legend(ax, loc=loc)
 
 
 def _grid(n_rows: int, n_cols: int, height: float = 2.1, width: float = 7.2):
@@ -276,7 +276,7 @@ def training_curves(config: dict, res: Results, out: Path) -> None:
         size = -(-len(models) // n)
         panels_ += [(f"architecture {arch}" + (f" ({i // size + 1}/{n})" if n > 1 else ""), models[i : i + size])
                     for i in range(0, len(models), size)]
-    ncol = min(3, len(panels_))
+    ncol = min(2, len(panels_))  # two columns: a third of the page is narrower than the longest labels
     fig, axes = _grid(-(-len(panels_) // ncol), ncol, height=2.3)
     for ax, (title, models) in zip(axes.flat, panels_):
         for i, m in enumerate(models):
@@ -293,7 +293,8 @@ def training_curves(config: dict, res: Results, out: Path) -> None:
             band(ax, s["tokens"], s, {**style(i), "marker": None}, labels.get(m, m))
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
         ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))  # 400k, not 400000
-        _finish(ax, title, "training tokens", "training loss (nats)", log2=False)
+        # upper right: the curves fall from the top left, and "best" put long labels over the axis
+        _finish(ax, title, "training tokens", "training loss (nats)", log2=False, loc="upper right")
     for ax in list(axes.flat)[len(panels_):]:
         ax.axis("off")
     fig.suptitle("Training loss (smoothed over 25 steps), mean over seeds with 95% t bands", fontsize=9)

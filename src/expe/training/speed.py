@@ -23,6 +23,11 @@ def machine() -> dict[str, Any]:
     info = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "load_average_1_5_15": [round(x, 2) for x in load] if load[0] is not None else None}
+    try:  # platform.processor() is only "x86_64" on Linux
+        info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                                 if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
