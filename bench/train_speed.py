@@ -47,7 +47,7 @@ from expe import malloc
 from expe.nn import model as M
 from expe.nn.presets import PRESETS
 from expe.training.loop import build_model, make_optimizer
-from expe.training.speed import machine
+from expe.training.speed import cpuinfo, machine
 
 SHAPES = {  # name: (model entry of config/config.yaml, vocabulary, batch)
     "cpu-small (ExPE)": ("expe", 2048, 16),
@@ -258,9 +258,8 @@ def bf16_autocast(spec, vocab, batch, repeats, steps):
 
 
 def cpu_flags() -> str:
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
+    flags = (cpuinfo("flags") or "").split()
+    if not flags:
         return "unknown"
     return " ".join(f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "none of avx512f/avx512_bf16/amx_bf16"
 

@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-IGNORE = -100  # torch.nn.functional.cross_entropy's default ignore_index
+from expe.nn.model import IGNORE  # the training loss's unscored target (F.cross_entropy's default)
 _EVAL = 0x5EED_E7A1  # eval streams are keyed [seed, _EVAL, ...] so they never equal a training [seed, step, micro]
 
 

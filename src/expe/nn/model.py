@@ -69,8 +69,10 @@ class _CrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of (N, V) fp32 logits over the targets that are not IGNORE, in fewer passes
     over the logits than log_softmax + nll_loss: forward keeps exp(logits - max) and its row sums, and
     backward scales them in place into softmax - onehot; no (N, V) zero-filled gradient, no second exp.
-    Equal to F.cross_entropy up to rounding (tests/test_model.py); 1.04-1.09x per training step at
-    vocabulary 2048 on the CPU (bench/train_speed.py)."""
+    Equal to F.cross_entropy up to rounding (tests/test_model.py); 1.04-1.07x per training step at
+    vocabulary 2048 on the CPU (docs/performance.md). Its backward may run once per graph: it writes
+    the gradient into its saved buffer (1.04-1.07x over a copy), and autograd's version check refuses
+    a second backward."""
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -86,10 +88,10 @@ class _CrossEntropy(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g: torch.Tensor):  # once per graph: it overwrites its saved buffer (autograd's
+    def backward(ctx, g: torch.Tensor):
         e, s, tgt, valid, n = ctx.saved_tensors
         coef = (g / n) * valid.to(e.dtype)[:, None]  # d loss / d per-token loss, 0 where not scored
-        grad = e.mul_(coef / s)  # version check refuses a second backward); 1.04-1.07x over a copy here
+        grad = e.mul_(coef / s)  # softmax * coef, in the saved buffer
         grad.scatter_add_(1, tgt, -coef)
         return grad, None
 

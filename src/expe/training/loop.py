@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from expe.errors import ConfigError, TrainingDiverged
 from expe.io import atomic_path, ensure_dir, exclusive, guard_write, sha256_file, write_json
-from expe.nn.model import ModelConfig, Transformer
+from expe.nn.model import IGNORE, ModelConfig, Transformer
 from expe.runtime import autocast, grad_scaler, peak_flops, resolve_precision
 from expe.training.checkpoint import Checkpointer
 from expe.training.config import TrainConfig
@@ -289,7 +289,7 @@ class Trainer:
                 self.scaler.scale(loss / tcfg.grad_accum).backward()
             loss_sum += loss.detach()
             if self.task:  # fresh samples every step: an in-distribution accuracy curve at no extra forward
-                scored = y != -100
+                scored = y != IGNORE
                 hits += torch.stack([((logits.detach().argmax(-1) == y) & scored).sum(), scored.sum()]).float()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tcfg.grad_clip)

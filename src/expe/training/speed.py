@@ -18,16 +18,23 @@ import torch
 from expe.runtime import autocast, grad_scaler, resolve_device, resolve_precision
 
 
+def cpuinfo(field: str) -> str | None:
+    """The first value of `field` in /proc/cpuinfo ("model name", "flags"); None where there is none."""
+    try:
+        return next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                     if line.split(":", 1)[0].strip() == field), None)
+    except OSError:
+        return None
+
+
 def machine() -> dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (None, None, None)
     info = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "load_average_1_5_15": [round(x, 2) for x in load] if load[0] is not None else None}
-    try:  # platform.processor() is only "x86_64" on Linux
-        info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                                 if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    model = cpuinfo("model name")  # platform.processor() is only "x86_64" on Linux
+    if model:
+        info["cpu_model"] = model
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
