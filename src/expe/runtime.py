@@ -38,6 +38,41 @@ GPU_PEAK_FLOPS = {
 }
 
 
+# The float/double unary ops ATen hands to oneMKL's vector math library (VML) on the CPU, as listed
+# by IMPLEMENT_VML_MKL in ATen/cpu/vml.h of torch 2.13 (tests/test_runtime.py checks the installed
+# header against this list).
+MKL_VML_OPS = ("abs", "acos", "asin", "atan", "cos", "cosh", "erf", "erfc", "erfinv", "exp", "expm1", "log",
+               "log10", "log1p", "log2", "sin", "sinh", "sqrt", "tan", "tanh", "trunc")
+_vml_settled = False
+
+
+def settle_mkl_dispatch() -> None:
+    """Call each VML function once, on one element (so on this thread alone), before any op runs on
+    several threads.
+
+    oneMKL 2024.2 (the one torch 2.13's wheel carries) picks each VML function's kernel on its first
+    call. When that first call runs on several intra-op threads at once, one thread can run a
+    low-accuracy kernel over its whole chunk (relative error ~1e-4 instead of ~1e-7), once per
+    process, by timing: pytorch/pytorch#188792. Here it made a training run's first loss differ in
+    the 6th digit in about 1 process in 10 under load (a Slurm job beside others), so a resumed run
+    was not bit-identical to its reference. Settling the dispatch first removes the race (the fix of
+    pytorch/pytorch#188791, done from outside); later calls are unchanged, bit for bit."""
+    global _vml_settled
+    if _vml_settled:
+        return
+    for dtype in (torch.float32, torch.float64):
+        x = torch.full((1,), 0.5, dtype=dtype)
+        for name in MKL_VML_OPS:
+            getattr(torch, name)(x)
+    _vml_settled = True
+
+
+def set_threads(threads: int) -> None:
+    """torch's intra-op threads for this process (at least 1), after settling MKL's dispatch."""
+    settle_mkl_dispatch()
+    torch.set_num_threads(max(1, int(threads)))
+
+
 def resolve_device(requested: str | None = "auto") -> torch.device:
     """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> a device that exists on this machine, or a one-line error."""
     req = "auto" if requested in (None, "") else str(requested)

@@ -118,7 +118,9 @@ def run_benchmarks(model_dir: str, tokenizer: str, tasks: list[str], out: str, n
     online = set_offline_if_unreachable()
     import torch
 
-    torch.set_num_threads(max(1, threads))
+    from expe.runtime import set_threads
+
+    set_threads(threads)
     import lm_eval
 
     from expe.evaluation.lm_eval_model import ExpeLM

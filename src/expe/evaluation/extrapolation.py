@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from expe.errors import ConfigError, DataError
-from expe.runtime import autocast, load_trained, resolve_device, resolve_precision
+from expe.runtime import autocast, load_trained, resolve_device, resolve_precision, set_threads
 from expe.data.shards import TokenShard
 
 
@@ -186,7 +186,7 @@ def check_multiples(multiples: list, key: str = "eval.multiples") -> list[int]:
 
 
 def load_for_eval(model_dir, data_dir, split: str, device: str, pe_overrides: dict | None, threads: int):
-    torch.set_num_threads(max(1, threads))
+    set_threads(threads)
     dev = resolve_device(device)
     model = load_trained(model_dir, device=dev)
     if pe_overrides:  # the door for inference-time options (the CLI's strings, a job's settings, Python)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from expe.data import synthetic as S
-from expe.runtime import load_trained, read_model_config, resolve_device
+from expe.runtime import load_trained, read_model_config, resolve_device, set_threads
 
 
 def _score(model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def cell_data(task: S.CopyTask | S.MQARTask, cell: S.Cell, n: int, seed: int) ->
 @torch.no_grad()
 def evaluate_recall(model_dir: str | Path, multiples: list[int], trials: int, in_distribution_trials: int,
                     batch_size: int, device: str = "auto", threads: int = 1) -> dict[str, Any]:
-    torch.set_num_threads(max(1, threads))
+    set_threads(threads)
     t0 = time.time()
     cfg = read_model_config(model_dir)
     model = load_trained(model_dir, resolve_device(device))

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from expe.errors import ConfigError, TrainingDiverged
 from expe.io import atomic_path, ensure_dir, exclusive, guard_write, sha256_file, write_json
 from expe.nn.model import IGNORE, ModelConfig, Transformer
-from expe.runtime import autocast, grad_scaler, peak_flops, resolve_precision
+from expe.runtime import autocast, grad_scaler, peak_flops, resolve_precision, set_threads
 from expe.training.checkpoint import Checkpointer
 from expe.training.config import TrainConfig
 from expe.training.dist import Dist, setup
@@ -162,7 +162,7 @@ def train(spec: dict[str, Any], data_dir: str | Path | None, out_dir: str | Path
     spec['train']['trackers'].
 
     Under torchrun every rank calls this; rank 0 writes checkpoints, metrics and the final files."""
-    torch.set_num_threads(max(1, threads))
+    set_threads(threads)
     wall0 = time.time()
     dist = setup(device)
     try:  # one training process per checkpoint folder (rank 0 holds it for the others)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from expe.runtime import autocast, grad_scaler, resolve_device, resolve_precision
+from expe.runtime import autocast, grad_scaler, resolve_device, resolve_precision, set_threads
 
 
 def cpuinfo(field: str) -> str | None:
@@ -116,7 +116,7 @@ def measure_models(config: dict[str, Any], models: list[str], data_dir, device: 
     from expe import config as C
     from expe.data.shards import TokenShard, WindowSampler
 
-    torch.set_num_threads(max(1, threads))
+    set_threads(threads)
     dev = resolve_device(device)
     shard = TokenShard(data_dir, "train")
     sp = config["speed"]

@@ -1,0 +1,95 @@
+"""How often a fresh process's first call of a float unary op differs from its second (oneMKL's VML
+first-call dispatch race, pytorch/pytorch#188792), with and without expe.runtime.settle_mkl_dispatch.
+
+Each child process sets 2 intra-op threads, runs a training forward of a small RoPE model twice
+(its loss's exp is the process's first exp), then sin, sqrt and tanh twice each on a 512 x 512
+float32 tensor (large enough to run on both threads). The race only ever affects a function's first
+call, when its kernel is chosen, so a first call that differs from the second is a hit. Both arms
+run interleaved in the same waves of concurrent processes (more processes than cores: the race
+needs the threads to make their first call together). The rate depends on the load and the
+scheduler: on the 2-core development machine it was seen in Slurm jobs running beside others.
+
+    python bench/mkl_vml_race.py [--waves 20] [--per-wave 6] [--launcher 'srun -c 2 -p cpu']
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+
+OPS = ("sin", "sqrt", "tanh")
+CHECKS = ("train step", *OPS)
+
+
+def child(settle: bool) -> None:
+    import torch
+
+    if settle:
+        from expe.runtime import set_threads
+
+        set_threads(2)
+    else:
+        torch.set_num_threads(2)
+    from expe.nn.model import ModelConfig, Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=512, seq_len=64, d_model=64, n_layer=2, n_head=4, dropout=0.0,
+                                    pe={"name": "rope"}))
+    idx = torch.randint(0, 512, (16, 65))
+    x = torch.rand(512, 512).mul_(4).sub_(2)
+    pos = torch.rand(512, 512).mul_(4)
+    bad = {}
+    # A process's first call against its second: the race only ever hits the first (its kernel is
+    # chosen then), so any difference is the race. The training step first (its loss's exp is the
+    # first exp), then each op's first call on its own.
+    first = [model(idx[:, :-1], idx[:, 1:])[1] for _ in range(2)]
+    bad["train step"] = bool(first[0] != first[1])
+    for name in OPS:
+        arg = pos if name == "sqrt" else x
+        a, b = getattr(torch, name)(arg), getattr(torch, name)(arg)
+        bad[name] = bool((a != b).any())
+    print(json.dumps(bad))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--waves", type=int, default=20)
+    ap.add_argument("--per-wave", type=int, default=6, help="concurrent processes per wave, half per arm")
+    ap.add_argument("--launcher", default="", help="command each child runs under, e.g. 'srun -c 2 -p cpu'")
+    ap.add_argument("--child", choices=["plain", "settled"])
+    a = ap.parse_args()
+    if a.child:
+        child(a.child == "settled")
+        return
+    counts = {arm: {"processes": 0, **{op: 0 for op in CHECKS}, "any": 0} for arm in ("plain", "settled")}
+    t0 = time.time()
+    for w in range(a.waves):
+        arms = [("plain", "settled")[(i + w) % 2] for i in range(a.per_wave)]
+        procs = [(arm, subprocess.Popen([*shlex.split(a.launcher), sys.executable, __file__, "--child", arm], stdout=subprocess.PIPE, text=True))
+                 for arm in arms]
+        for arm, p in procs:
+            out, _ = p.communicate()
+            err = json.loads(out.strip().splitlines()[-1])
+            c = counts[arm]
+            c["processes"] += 1
+            hits = [op for op in CHECKS if err[op]]
+            for op in hits:
+                c[op] += 1
+            c["any"] += bool(hits)
+    how = f" under `{a.launcher}`" if a.launcher else ""
+    print(f"# mkl_vml_race: {a.waves} waves x {a.per_wave} concurrent processes{how}, {time.time() - t0:.0f} s")
+    import torch
+
+    mkl = next((ln.strip(" -") for ln in torch.__config__.show().splitlines() if "Math Kernel" in ln), "no MKL")
+    print(f"# torch {torch.__version__}; {mkl}")
+    print(f"{'arm':<10}{'processes':>10}" + "".join(f"{op:>12}" for op in CHECKS) + f"{'any':>6}")
+    for arm, c in counts.items():
+        print(f"{arm:<10}{c['processes']:>10}" + "".join(f"{c[op]:>12}" for op in CHECKS) + f"{c['any']:>6}")
+
+
+if __name__ == "__main__":
+    main()
