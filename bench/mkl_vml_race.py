@@ -10,6 +10,7 @@ needs the threads to make their first call together). The rate depends on the lo
 scheduler: on the 2-core development machine it was seen in Slurm jobs running beside others.
 
     python bench/mkl_vml_race.py [--waves 20] [--per-wave 6] [--launcher 'srun -c 2 -p cpu']
+    python bench/mkl_vml_race.py --spec results/.../spec.json --data results/.../shards [...]
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import json
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 OPS = ("sin", "sqrt", "tanh")
 CHECKS = ("train step", *OPS)
@@ -55,15 +58,73 @@ def child(settle: bool) -> None:
     print(json.dumps(bad))
 
 
+def child_train(settle: bool, spec: str, data: str) -> None:
+    """`expe train` as the workflow runs it (2 threads), the race's workaround on or off; prints the
+    first step's loss."""
+    import tempfile
+
+    import expe.runtime
+
+    if not settle:
+        expe.runtime.settle_mkl_dispatch = lambda: None
+    from expe.cli import main as expe_main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rc = expe_main(["train", "--spec-file", spec, "--data", data, "--out", f"{tmp}/o", "--checkpoints",
+                        f"{tmp}/c", "--no-progress", "--threads", "2"])
+        first = json.loads(Path(f"{tmp}/o/metrics.jsonl").read_text().splitlines()[0]) if rc == 0 else {}
+    print(json.dumps({"loss": first.get("loss")}))
+
+
+def train_storm(a) -> None:
+    """--spec/--data: the race in `expe train` itself; a hit is a first loss that differs from the
+    one a lone process (no other load) computes with the workaround."""
+    spec = json.loads(Path(a.spec).read_text())
+    spec["train"]["steps"] = 1
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(spec, f)
+    cmd = [sys.executable, __file__, "--spec", f.name, "--data", a.data, "--child"]
+
+    def loss(out):
+        return json.loads(out.strip().splitlines()[-1])["loss"]
+
+    ref = loss(subprocess.run([*cmd, "settled"], capture_output=True, text=True, check=True).stdout)
+    counts = {arm: [0, 0] for arm in ("plain", "settled")}
+    t0 = time.time()
+    for w in range(a.waves):
+        arms = [("plain", "settled")[(i + w) % 2] for i in range(a.per_wave)]
+        procs = [(arm, subprocess.Popen([*shlex.split(a.launcher), *cmd, arm], stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, text=True))
+                 for arm in arms]
+        for arm, p in procs:
+            got = loss(p.communicate()[0])
+            counts[arm][0] += 1
+            counts[arm][1] += got != ref
+    Path(f.name).unlink()
+    how = f" under `{a.launcher}`" if a.launcher else ""
+    print(f"# mkl_vml_race: expe train (1 step, 2 threads), {a.waves} waves x {a.per_wave} concurrent processes{how},"
+          f" {time.time() - t0:.0f} s; lone process's first loss {ref}")
+    print(f"{'arm':<10}{'processes':>10}{'first loss differs':>20}")
+    for arm, (n, hits) in counts.items():
+        print(f"{arm:<10}{n:>10}{hits:>20}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--waves", type=int, default=20)
     ap.add_argument("--per-wave", type=int, default=6, help="concurrent processes per wave, half per arm")
     ap.add_argument("--launcher", default="", help="command each child runs under, e.g. 'srun -c 2 -p cpu'")
+    ap.add_argument("--spec", help="a model's spec.json: run `expe train` on --data instead of the bare ops")
+    ap.add_argument("--data", help="token shards for --spec")
     ap.add_argument("--child", choices=["plain", "settled"])
     a = ap.parse_args()
+    if bool(a.spec) != bool(a.data):
+        ap.error("--spec and --data go together")
     if a.child:
-        child(a.child == "settled")
+        child_train(a.child == "settled", a.spec, a.data) if a.spec else child(a.child == "settled")
+        return
+    if a.spec:
+        train_storm(a)
         return
     counts = {arm: {"processes": 0, **{op: 0 for op in CHECKS}, "any": 0} for arm in ("plain", "settled")}
     t0 = time.time()
