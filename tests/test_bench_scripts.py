@@ -44,3 +44,18 @@ def test_where_time_goes_takes_every_jobs_wall_time_from_the_snakemake_log(tmp_p
     run_wall, rules = _script().log_times(log)
     assert run_wall == 42.0
     assert {k: tuple(v) for k, v in rules.items()} == {"job_spec": (2, 13.0), "train": (1, 42.0)}
+
+
+def test_mkl_vml_race_runs_both_arms_and_counts_every_process():
+    """bench/mkl_vml_race.py (docs/performance.md): one wave of two processes, one per arm."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "mkl_vml_race.py"), "--waves", "1", "--per-wave", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {ln.split()[0]: ln.split()[1:] for ln in r.stdout.splitlines() if ln.startswith(("plain", "settled"))}
+    assert set(rows) == {"plain", "settled"} and all(v[0] == "1" for v in rows.values())
+    bad = subprocess.run([sys.executable, str(ROOT / "bench" / "mkl_vml_race.py"), "--spec", "x.json"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--spec and --data go together" in bad.stderr
