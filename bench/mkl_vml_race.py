@@ -61,8 +61,6 @@ def child(settle: bool) -> None:
 def child_train(settle: bool, spec: str, data: str) -> None:
     """`expe train` as the workflow runs it (2 threads), the race's workaround on or off; prints the
     first step's loss."""
-    import tempfile
-
     import expe.runtime
 
     if not settle:
@@ -76,6 +74,19 @@ def child_train(settle: bool, spec: str, data: str) -> None:
     print(json.dumps({"loss": first.get("loss")}))
 
 
+def waves(a, child_cmd: list[str]):
+    """Run `child_cmd + [arm]` in a.waves waves of a.per_wave concurrent processes (under a.launcher),
+    the arms alternating within and across waves; yield each process's arm and its last stdout line,
+    parsed as JSON."""
+    for w in range(a.waves):
+        arms = [("plain", "settled")[(i + w) % 2] for i in range(a.per_wave)]
+        procs = [(arm, subprocess.Popen([*shlex.split(a.launcher), *child_cmd, arm], stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL if a.spec else None, text=True))
+                 for arm in arms]
+        for arm, p in procs:
+            yield arm, json.loads(p.communicate()[0].strip().splitlines()[-1])
+
+
 def train_storm(a) -> None:
     """--spec/--data: the race in `expe train` itself; a hit is a first loss that differs from the
     one a lone process (no other load) computes with the workaround."""
@@ -85,21 +96,13 @@ def train_storm(a) -> None:
         json.dump(spec, f)
     cmd = [sys.executable, __file__, "--spec", f.name, "--data", a.data, "--child"]
 
-    def loss(out):
-        return json.loads(out.strip().splitlines()[-1])["loss"]
-
-    ref = loss(subprocess.run([*cmd, "settled"], capture_output=True, text=True, check=True).stdout)
+    out = subprocess.run([*cmd, "settled"], capture_output=True, text=True, check=True).stdout
+    ref = json.loads(out.strip().splitlines()[-1])["loss"]
     counts = {arm: [0, 0] for arm in ("plain", "settled")}
     t0 = time.time()
-    for w in range(a.waves):
-        arms = [("plain", "settled")[(i + w) % 2] for i in range(a.per_wave)]
-        procs = [(arm, subprocess.Popen([*shlex.split(a.launcher), *cmd, arm], stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, text=True))
-                 for arm in arms]
-        for arm, p in procs:
-            got = loss(p.communicate()[0])
-            counts[arm][0] += 1
-            counts[arm][1] += got != ref
+    for arm, got in waves(a, cmd):
+        counts[arm][0] += 1
+        counts[arm][1] += got["loss"] != ref
     Path(f.name).unlink()
     how = f" under `{a.launcher}`" if a.launcher else ""
     print(f"# mkl_vml_race: expe train (1 step, 2 threads), {a.waves} waves x {a.per_wave} concurrent processes{how},"
@@ -128,19 +131,13 @@ def main() -> None:
         return
     counts = {arm: {"processes": 0, **{op: 0 for op in CHECKS}, "any": 0} for arm in ("plain", "settled")}
     t0 = time.time()
-    for w in range(a.waves):
-        arms = [("plain", "settled")[(i + w) % 2] for i in range(a.per_wave)]
-        procs = [(arm, subprocess.Popen([*shlex.split(a.launcher), sys.executable, __file__, "--child", arm], stdout=subprocess.PIPE, text=True))
-                 for arm in arms]
-        for arm, p in procs:
-            out, _ = p.communicate()
-            err = json.loads(out.strip().splitlines()[-1])
-            c = counts[arm]
-            c["processes"] += 1
-            hits = [op for op in CHECKS if err[op]]
-            for op in hits:
-                c[op] += 1
-            c["any"] += bool(hits)
+    for arm, err in waves(a, [sys.executable, __file__, "--child"]):
+        c = counts[arm]
+        c["processes"] += 1
+        hits = [op for op in CHECKS if err[op]]
+        for op in hits:
+            c[op] += 1
+        c["any"] += bool(hits)
     how = f" under `{a.launcher}`" if a.launcher else ""
     print(f"# mkl_vml_race: {a.waves} waves x {a.per_wave} concurrent processes{how}, {time.time() - t0:.0f} s")
     import torch

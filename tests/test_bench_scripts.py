@@ -2,6 +2,8 @@
 `benchmark:` file."""
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +50,6 @@ def test_where_time_goes_takes_every_jobs_wall_time_from_the_snakemake_log(tmp_p
 
 def test_mkl_vml_race_runs_both_arms_and_counts_every_process():
     """bench/mkl_vml_race.py (docs/performance.md): one wave of two processes, one per arm."""
-    import subprocess
-    import sys
-
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "mkl_vml_race.py"), "--waves", "1", "--per-wave", "2"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
