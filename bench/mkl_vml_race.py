@@ -70,8 +70,10 @@ def child_train(settle: bool, spec: str, data: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rc = expe_main(["train", "--spec-file", spec, "--data", data, "--out", f"{tmp}/o", "--checkpoints",
                         f"{tmp}/c", "--no-progress", "--threads", "2"])
-        first = json.loads(Path(f"{tmp}/o/metrics.jsonl").read_text().splitlines()[0]) if rc == 0 else {}
-    print(json.dumps({"loss": first.get("loss")}))
+        if rc != 0:
+            sys.exit(f"mkl_vml_race: expe train failed (exit {rc}); --data must be the token shards of the spec")
+        first = json.loads(Path(f"{tmp}/o/metrics.jsonl").read_text().splitlines()[0])
+    print(json.dumps({"loss": first["loss"]}))
 
 
 def waves(a, child_cmd: list[str]):
@@ -84,7 +86,10 @@ def waves(a, child_cmd: list[str]):
                                         stderr=subprocess.DEVNULL if a.spec else None, text=True))
                  for arm in arms]
         for arm, p in procs:
-            yield arm, json.loads(p.communicate()[0].strip().splitlines()[-1])
+            out = p.communicate()[0]
+            if p.returncode != 0:
+                sys.exit(f"mkl_vml_race: a {arm} child failed (exit {p.returncode})")
+            yield arm, json.loads(out.strip().splitlines()[-1])
 
 
 def train_storm(a) -> None:
@@ -96,8 +101,10 @@ def train_storm(a) -> None:
         json.dump(spec, f)
     cmd = [sys.executable, __file__, "--spec", f.name, "--data", a.data, "--child"]
 
-    out = subprocess.run([*cmd, "settled"], capture_output=True, text=True, check=True).stdout
-    ref = json.loads(out.strip().splitlines()[-1])["loss"]
+    r = subprocess.run([*cmd, "settled"], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"mkl_vml_race: reference run failed ({r.returncode})")
+    ref = json.loads(r.stdout.strip().splitlines()[-1])["loss"]
     counts = {arm: [0, 0] for arm in ("plain", "settled")}
     t0 = time.time()
     for arm, got in waves(a, cmd):
