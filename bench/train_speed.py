@@ -22,6 +22,7 @@ Prints, in one process (every comparison interleaved, median of repeats):
 
     python bench/train_speed.py                  # everything (about 10 minutes)
     python bench/train_speed.py --quick          # fewer repeats, no compile
+    python bench/train_speed.py --cpp-wrapper    # torch.compile with inductor's C++ wrapper
 
 Sections 1, 2, 4 and 5 run with the allocator tuned, as every `expe` command does.
 """
@@ -309,8 +310,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per repeat")
     ap.add_argument("--allocator-processes", type=int, default=3, help="fresh processes per allocator setting")
+    ap.add_argument("--cpp-wrapper", action="store_true",
+                    help="compile with inductor's cpp_wrapper (C++ calls between kernels instead of Python)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one process of section 3
     args = ap.parse_args()
+    if args.cpp_wrapper:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp_wrapper = True
     tuned = malloc.tune()  # what every `expe` command does first; EXPE_MALLOC_TUNE=0 (section 3) leaves the default
     repeats = 3 if args.quick else args.repeats
     cfg = C.load("config/config.yaml")
