@@ -314,6 +314,8 @@ def main() -> None:
                     help="compile with inductor's cpp_wrapper (C++ calls between kernels instead of Python)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one process of section 3
     args = ap.parse_args()
+    if args.cpp_wrapper and args.quick:
+        ap.error("--cpp-wrapper changes only the torch.compile measurement, which --quick skips")
     if args.cpp_wrapper:
         import torch._inductor.config as inductor_config
 
