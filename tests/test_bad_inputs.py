@@ -111,6 +111,13 @@ CASES = [
      "modles: unknown key (did you mean 'models'?)"),
     ("wrong type", lambda p, t: ["validate", variant(p, t, **{"train.steps": "ten"})],
      "train.steps: must be of type integer, got 'ten'"),
+    ("config naming a missing corpus folder", lambda p, t: ["validate", variant(
+        p, t, **{"data.source": "text_dir", "data.path": str(t / "nowhere")})],
+     "nowhere: not a folder (data.source text_dir reads its .txt/.md files)"),
+    ("config naming a folder as jsonl file", lambda p, t: ["validate", variant(
+        p, t, **{"data.source": "jsonl", "data.path": str(t)})], ": a folder (data.source jsonl reads one file)"),
+    ("config with seeds not a list", lambda p, t: ["validate", variant(p, t, seeds=3)],
+     "seeds: must be of type array, got 3 (seeds may also be null)"),
     ("unknown encoding", lambda p, t: ["validate", variant(p, t, **{"models.m.pe": {"name": "foo"}})],
      "models.m.pe.name: 'foo' is not allowed (allowed: nope, sinusoidal, rope, alibi, expe, exqpe"),
     ("l > d", lambda p, t: ["validate", variant(p, t, **{"models.m.pe": {"name": "expe", "l": 1000}})],

@@ -71,3 +71,29 @@ def test_a_resolved_config_is_read_as_it_is_and_a_user_file_is_validated(tmp_pat
     (tmp_path / "user.json").write_text(json.dumps({"models": {"m": {"architecture": "cpu-small", "pe": {"name": "x"}}}}))
     with pytest.raises(ConfigError, match="models.m.pe.name: 'x' is not allowed"):
         C.load(tmp_path / "user.json")
+
+
+M = {"m": {"architecture": "cpu-small", "pe": {"name": "nope"}}}
+
+
+@pytest.mark.parametrize("seeds, message", [
+    (2, "seeds: must be of type array, got 2 (seeds may also be null)"),
+    ([], "seeds: [] needs at least 1 item"),
+    ([1, 1], "seeds: [1, 1] has an item twice"),
+    ([1.5], "seeds.0: must be of type integer, got 1.5"),
+    ([-1], "seeds.0: must be >= 0, got -1"),  # numpy's generators take no negative seed
+])
+def test_a_bad_seeds_list_says_what_is_wrong_with_it(seeds, message):
+    with pytest.raises(ConfigError) as e:
+        C.validate({"seeds": seeds, "models": M})
+    assert str(e.value).startswith(message)
+
+
+def test_command_line_values_inside_a_list_or_mapping_are_read_as_yaml_scalars():
+    # what Snakemake hands over for --config 'seeds=[1,2]' 'train={lr: 3e-4, compile: true}' run_name=x
+    given = {"seeds": ["1", "2"], "train": {"lr": "3e-4", "compile": "true", "precision": "fp32"}, "run_name": "x",
+             "eval": {"multiples": ["1", "2"], "max_tokens": "null"}}
+    assert C.command_line_values(given) == {"seeds": [1, 2], "train": {"lr": 3e-4, "compile": True, "precision": "fp32"},
+                                            "run_name": "x", "eval": {"multiples": [1, 2], "max_tokens": None}}
+    smoke = C.read_yaml(REPO / "config" / "smoke.yaml")
+    assert C.validate(C.deep_merge(smoke, C.command_line_values({"seeds": ["1", "2"]})))["seeds"] == [1, 2]

@@ -58,6 +58,23 @@ def test_settings_that_never_change_the_weights_do_not_move_the_model():
     assert a.weights(a.models) == b.weights(b.models)
 
 
+def test_the_speed_jobs_input_changes_only_with_what_it_measures():
+    """The speed job reads its own settings file (not the whole config, which every key changes): a tracker,
+    an evaluation setting or a new model outside the tables leave its input and its result as they are."""
+    a = Plan(default_config())
+    same = [Plan(default_config(train={"log_every": 7, "checkpoint_every": 50, "trackers": ["tensorboard"]})),
+            Plan(default_config(eval={"max_tokens": 4096})),
+            Plan(default_config(models={"extra": {"architecture": "cpu-small", "pe": {"name": "rope"}}}))]
+    for b in same:
+        assert b.config_file != a.config_file  # the whole config did change ...
+        assert (b.speed_spec, b.speed_file) == (a.speed_spec, a.speed_file)  # ... what the speed job reads did not
+    assert a.specs[a.speed_spec]["settings"] == a.config["speed"]
+    assert list(a.specs[a.speed_spec]["models"]) == C.table_models(a.config)
+    for b in (Plan(default_config(speed={"repeats": 3})),
+              Plan(default_config(models={"expe": {"pe": {"name": "expe", "theta": 0.5}}}))):
+        assert b.speed_spec != a.speed_spec and b.speed_file != a.speed_file
+
+
 def test_each_job_settings_file_is_named_by_its_content():
     plan = Plan(default_config())
     for path, content in plan.specs.items():

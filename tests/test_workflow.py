@@ -130,6 +130,19 @@ def test_changing_one_model_reruns_only_that_model(smoke_run, tmp_path):
     assert "tokenizer" not in counts and "shards" not in counts
 
 
+@pytest.mark.parametrize("change", [{"train": {"trackers": ["tensorboard"], "log_every": 3}},
+                                    {"eval": {"max_tokens": 1024}}], ids=["trackers", "eval"])
+def test_a_tracker_or_an_evaluation_setting_retrains_nothing_and_keeps_the_speed_measurement(change, smoke_run, tmp_path):
+    """The speed job reads its own settings file, not the whole config: a key that changes neither its
+    settings nor a table model leaves its result as it is (it is never measured again and overwritten)."""
+    work, _, _ = smoke_run
+    cfg = write_config(tmp_path / "c.yaml", **change)
+    r = smk("-n", "paper_tables", "--configfile", cfg, "--cores", "1", cwd=work)
+    counts = job_counts(r.stdout) if "Job stats:" in r.stdout else {}
+    assert "tables" in counts  # the tables are rebuilt from the new config ...
+    assert "speed" not in counts and "train" not in counts  # ... no step is measured or trained again
+
+
 def test_changing_the_device_deletes_nothing_and_stops_in_one_line(smoke_run, tmp_path):
     work, _, _ = smoke_run
     weights = sorted((work / "results" / "smoke" / "models").rglob("model.safetensors"))
@@ -156,13 +169,27 @@ def test_one_model_target_builds_only_that_model(tmp_path):
     ({"train": {"steps": "many"}}, "config error: train.steps: must be of type integer, got 'many'"),
     ({"eval": {"multiples": [1, 64]}}, "config error: eval.multiples: ev=64 needs windows of 2049 tokens"),
     ({"gpus": 3}, "config error: models.sinusoidal: train.batch_size 8 cannot be split over gpus: 3"),
+    ({"data": {"source": "text_dir", "path": "nowhere"}},
+     "config error: data.path nowhere: not a folder (data.source text_dir reads its .txt/.md files)"),
 ])
 def test_an_invalid_config_stops_before_any_job_with_one_message(change, message, tmp_path):
     cfg = write_config(tmp_path / "bad.yaml", **change)
     r = smk("--configfile", cfg, "--cores", "1", "paper_tables", cwd=tmp_path, check=False)
     assert r.returncode != 0
     assert message in r.stderr
+    assert "Traceback" not in r.stderr and "Exception" not in r.stderr  # the line, not Snakemake's wrapping
     assert not (tmp_path / "results").exists()  # no job ran
+
+
+def test_config_overrides_on_the_command_line_take_lists_and_mappings(tmp_path):
+    """Snakemake hands `--config` lists and mappings over as text; the workflow reads their values as YAML."""
+    over = ["--configfile", str(REPO / "config/smoke.yaml"), "--config", "seeds=[3]", "train={steps: 7, lr: 2e-3}"]
+    counts = job_counts(smk("-n", "paper_tables", "--cores", "1", *over, cwd=tmp_path).stdout)
+    assert counts["train"] == _paper_runs(REPO / "config/smoke.yaml") // 2  # one seed instead of the smoke's two
+    smk("resolved_config", "--cores", "1", *over, cwd=tmp_path)
+    (written,) = (tmp_path / "results" / "smoke" / "config").glob("*.json")
+    cfg = C.load(written)
+    assert cfg["seeds"] == [3] and cfg["train"]["steps"] == 7 and cfg["train"]["lr"] == 2e-3
 
 
 def test_a_duplicate_model_entry_stops_before_any_job_naming_file_and_line(tmp_path):

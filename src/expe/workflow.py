@@ -16,7 +16,7 @@ and going back to an earlier config is "Nothing to be done".
     results/<run>/checkpoints/<model>/<same hash>/               step-*.pt (+ .sha256), metrics.jsonl, train.log
     results/<run>/specs/<kind>/<hash>.json                       the settings each job reads (--spec-file)
     results/<run>/benchmarks/data/<hash>.json                    which lm-eval tasks could be loaded
-    results/<run>/speed/<hash of the settings and model folders>.json
+    results/<run>/speed/<hash of the settings and model folders>.json     (its input: specs/speed/<hash>.json)
     results/<run>/recall/<task>/learned-<hash>.json             which seeds learned the task (decides the longer runs)
     results/<run>/config/<hash>.json, index/<hash>.json          the resolved config; where every result is
 """
@@ -76,6 +76,7 @@ class Plan:
         for m, v in self.bench_refs():
             self._spec("benchmark", self.bench_settings(v))
         self._spec("probes", self.probe_settings())
+        self.speed_spec = self._spec("speed", self.speed_settings())  # the speed job's input, by content
         if self.recall_models:
             self._spec("recall_eval", self.recall_eval_settings())
         self._spec("precision", self.precision_settings())
@@ -189,6 +190,14 @@ class Plan:
         models = C.table_models(self.config)
         dirs = [self.model_dir(m, self.seeds(m)[0]) for m in models]
         return f"{self.res}/speed/{digest([self.config['speed'], dirs])}.json"
+
+    def speed_settings(self) -> dict[str, Any]:
+        """What the `speed` job reads: its settings and, per table model, what determines the model (the
+        spec without the keys that never change the weights), so turning on a tracker or changing any
+        other key leaves this file, and the measurement named by it, as they are."""
+        return {"settings": self.config["speed"],
+                "models": {m: {"name": m, **C.spec_identity(C.model_spec(self.config, m))}
+                           for m in C.table_models(self.config)}}
 
     # ------------------------------------------------------------------ the recall study
     def recall_eval_settings(self) -> dict[str, Any]:

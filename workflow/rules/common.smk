@@ -10,26 +10,30 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 from expe import config as C
-from expe.errors import ConfigError
+from expe.errors import ConfigError, DataError
 from expe.io import write_json
 from expe.workflow import Plan
 
 # The --configfile(s) read by our strict reader (a duplicate key names its file and line; 3e-4 is a
-# number), then the --config overrides on top; a config without model entries (none given, or a partial
+# number), then the --config overrides on top (the values inside a list or mapping, which Snakemake
+# hands over as text, read as YAML scalars); a config without model entries (none given, or a partial
 # file) goes on top of the offline default. (Snakemake's own `configfile:` directive would be
 # deep-merged with a --configfile, mixing two configs.)
 try:
     _merged = {}
     for _f in workflow.overwrite_configfiles or []:
         _merged = C.deep_merge(_merged, C.read_yaml(_f) or {})
-    _merged = C.deep_merge(_merged, workflow.config_settings.config or {})
+    _merged = C.deep_merge(_merged, C.command_line_values(workflow.config_settings.config or {}))
     if "models" not in _merged:
         _merged = C.deep_merge(C.read_yaml(workflow.source_path("../../config/config.yaml")), _merged)
     config.clear()
     config.update(_merged)
     C.validate(config)  # fills the defaults of the schema (src/expe/config/schema.yaml)
     PLAN = Plan(config)
-except ConfigError as e:
+    from expe.data.sources import local_source_files
+
+    SOURCE_FILES = local_source_files(config["data"])  # a wrong data.path: one line, before any job
+except (ConfigError, DataError) as e:
     sys.exit(f"config error: {e}")
 
 # Jobs run the package's command line through the interpreter that runs Snakemake, so a venv that was
@@ -71,17 +75,7 @@ def model_dir(w):
 
 def source_files(wildcards):
     """A local corpus is an input: adding or editing its files reruns the data steps."""
-    data = config["data"]
-    if data["source"] == "text_dir":
-        from expe.data.sources import text_dir_files
-
-        try:
-            return [str(p) for p in text_dir_files(data["path"])]
-        except Exception as e:
-            raise WorkflowError(f"config error: {e}")
-    if data["source"] in ("jsonl", "parquet"):
-        return [data["path"]]
-    return []
+    return SOURCE_FILES
 
 
 onstart:

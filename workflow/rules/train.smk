@@ -55,12 +55,10 @@ rule train:
 rule speed:
     input:
         weights=PLAN.weights(C.table_models(config)),
-        cfg=PLAN.config_file,
+        spec=PLAN.speed_spec,  # the settings and table models' specs only: no other key reruns it
         shards=f"{PLAN.shards}/train.json",
     output:
         PLAN.speed_file,
-    params:
-        models=",".join(C.table_models(config)),
     threads: all_cores()
     resources:
         speed=1,
@@ -73,7 +71,7 @@ rule speed:
     conda:
         ENV
     shell:
-        "\"$EXPE_PYTHON\" -m expe.cli speed --config {input.cfg:q} --models {params.models} --data $(dirname {input.shards:q}) "
+        "\"$EXPE_PYTHON\" -m expe.cli speed --spec-file {input.spec:q} --data $(dirname {input.shards:q}) "
         "--out {output:q} --device \"$EXPE_DEVICE\" > {log:q} 2>&1"
 
 

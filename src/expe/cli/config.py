@@ -6,10 +6,14 @@ from __future__ import annotations
 def cmd_validate(args):
     from expe import config as C
 
+    from expe.data.sources import local_source_files
+
     cfg = C.load(args.config)
+    files = local_source_files(cfg["data"])  # a local corpus must be where data.path says
     runs = sum(len(C.seeds(cfg, m)) for m in cfg["models"])
+    corpus = f"; data.path: {len(files)} file{'s' * (len(files) != 1)}" if files else ""
     print(f"{args.config}: valid ({len(cfg['models'])} models, {runs} training runs over their seeds: "
-          f"{', '.join(cfg['models'])})")
+          f"{', '.join(cfg['models'])}{corpus})")
 
 
 def cmd_config_doc(args):

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from expe.cli.args import common, config, positive_int, progress
+from expe.cli.args import common, config, job_spec, positive_int, progress
 from expe.errors import ConfigError
 
 
@@ -86,11 +86,22 @@ def cmd_train(args):
 
 def cmd_speed(args):
     from expe.io import write_json
-    from expe.training.speed import measure_models
+    from expe.training.speed import measure_specs
 
-    cfg = config(args)
-    r = measure_models(cfg, args.models.split(","), args.data, device=args.device, threads=cfg["speed"]["threads"],
-                       log=lambda m: print(m, flush=True))
+    if args.spec_file:  # the workflow's: the speed settings and each model's spec (Plan.speed_settings)
+        if args.config or args.models:
+            raise ConfigError("speed: give --spec-file FILE or --config FILE --models A,B, not both")
+        job = job_spec(args.spec_file)
+        specs, sp = job["models"], job["settings"]
+    elif args.config and args.models:
+        from expe import config as C
+
+        cfg = config(args)
+        specs, sp = {m: C.model_spec(cfg, m) for m in args.models.split(",")}, cfg["speed"]
+    else:
+        raise ConfigError("speed: give --config FILE --models A,B (model entries) or --spec-file FILE")
+    r = measure_specs(specs, sp, args.data, device=args.device, threads=sp["threads"],
+                      log=lambda m: print(m, flush=True))
     write_json(args.out, r, what="speed measurement", kept="the models are kept; free space and rerun")
     for m, v in r["models"].items():
         print(f"{m}: median {v['median_ms']:.1f} ms/step (range {v['min_ms']:.1f}-{v['max_ms']:.1f}), "
@@ -118,8 +129,9 @@ def add_commands(sub) -> None:
 
     h = "training step time of model entries, side by side in one process"
     sp = sub.add_parser("speed", help=h, description=h)
-    sp.add_argument("--config", required=True, help="config YAML or the workflow's resolved config")
-    sp.add_argument("--models", required=True, help="comma-separated model entries")
+    sp.add_argument("--config", help="config YAML or the workflow's resolved config (with --models)")
+    sp.add_argument("--models", help="comma-separated model entries of --config")
+    sp.add_argument("--spec-file", help="the workflow's settings file: speed settings and model specs")
     sp.add_argument("--data", required=True, help="shards folder (batches from its train split)")
     sp.add_argument("--out", required=True)
     common(sp, threads=False, device=True)

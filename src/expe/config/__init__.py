@@ -9,7 +9,7 @@ torch, so `snakemake -n` stays light.
 """
 
 from expe.config.checks import validate
-from expe.config.files import deep_merge, dumps, load, read_yaml, resolved_document
+from expe.config.files import command_line_values, deep_merge, dumps, load, read_yaml, resolved_document
 from expe.config.resolve import (AUG_SUFFIX, BF16_SUFFIX, DATA_KEYS, architecture, augmented_models, beyond_models,
                                  eval_variants, gpus, labels, model_entries, model_spec, nodes, parse_ref,
                                  precision_models, recall_models, recall_spec, retrieval_prefix, retrieval_segment,
@@ -17,7 +17,7 @@ from expe.config.resolve import (AUG_SUFFIX, BF16_SUFFIX, DATA_KEYS, architectur
                                  variant_precision)
 from expe.config.schema import default, markdown as schema_markdown, schema, section_defaults
 
-__all__ = ["validate", "load", "read_yaml", "deep_merge", "dumps", "resolved_document", "AUG_SUFFIX", "BF16_SUFFIX", "DATA_KEYS",
+__all__ = ["validate", "command_line_values", "load", "read_yaml", "deep_merge", "dumps", "resolved_document", "AUG_SUFFIX", "BF16_SUFFIX", "DATA_KEYS",
            "augmented_models", "recall_models", "recall_spec", "slug",
            "architecture", "beyond_models", "eval_variants", "gpus", "labels", "model_entries", "model_spec", "nodes",
            "parse_ref", "precision_models", "retrieval_prefix", "retrieval_segment", "retrieval_window", "seeds",

@@ -101,6 +101,27 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def command_line_values(config: dict[str, Any]) -> dict[str, Any]:
+    """Snakemake's `--config key=value` reads a list or mapping with YAML's BaseLoader, so every value in
+    it is text (`--config 'seeds=[1,2]'` gives ['1', '2']); read each such text as a YAML scalar, the way
+    a --configfile is read (numbers, true/false, null), and keep the rest as text."""
+    def scalar(text: str) -> Any:
+        try:
+            value = yaml.load(text, Loader=_StrictLoader)
+        except yaml.YAMLError:
+            return text
+        return value if value is None or isinstance(value, (bool, int, float)) else text
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: walk(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        return scalar(x) if isinstance(x, str) else x
+
+    return {k: walk(v) if isinstance(v, (dict, list)) else v for k, v in config.items()}
+
+
 def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 

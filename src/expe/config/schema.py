@@ -95,6 +95,15 @@ def describe(err: jsonschema.ValidationError) -> str:
         return f"{where}: must be {op} {kind}, got {err.instance!r}"
     if v == "pattern":
         return f"{where}: {err.instance!r} must match {kind}"
+    if v in ("oneOf", "anyOf") and err.context:  # e.g. a list or null: say what is wrong with the value itself
+        nullable = any(b.get("type") == "null" for b in kind)
+        subs = [e for e in err.context if not (e.validator == "type" and e.validator_value == "null")]
+        if subs:
+            return describe(jsonschema.exceptions.best_match(subs)) + (f" ({where} may also be null)" if nullable else "")
+    if v == "uniqueItems":
+        return f"{where}: {err.instance!r} has an item twice (each must appear once)"
+    if v == "minItems":
+        return f"{where}: {err.instance!r} needs at least {kind} item{'s' * (kind != 1)}"
     return f"{where}: {err.message}"
 
 

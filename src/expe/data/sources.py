@@ -77,6 +77,20 @@ def text_dir_files(path: str) -> list[Path]:
     return files
 
 
+def local_source_files(data: dict[str, Any]) -> list[str]:
+    """The files a local source (data.source text_dir, jsonl, parquet) reads, checked before any job:
+    a wrong data.path is one DataError naming it. [] for the other sources."""
+    if data["source"] == "text_dir":
+        return [str(p) for p in text_dir_files(data["path"])]
+    if data["source"] in ("jsonl", "parquet"):
+        p = Path(data["path"])
+        if not p.is_file():
+            raise DataError(f"data.path {p}: " + ("a folder" if p.is_dir() else "file not found")
+                            + f" (data.source {data['source']} reads one file)")
+        return [str(p)]
+    return []
+
+
 def text_dir_docs(path: str, stats: SourceStats, files: list[Path] | None = None) -> Iterator[Doc]:
     root = Path(path)
     for f in files if files is not None else text_dir_files(path):

@@ -110,26 +110,22 @@ def training_step(spec: dict[str, Any], vocab_size: int, device: torch.device, b
     return step, tcfg.tokens_per_step
 
 
-def measure_models(config: dict[str, Any], models: list[str], data_dir, device: str = "auto", threads: int = 1,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The `speed` rule: every model entry at its training shape, on batches of the training shard."""
-    from expe import config as C
+def measure_specs(specs: dict[str, dict[str, Any]], sp: dict[str, Any], data_dir, device: str = "auto",
+                  threads: int = 1, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The `speed` rule: every model spec (name -> spec) at its training shape, on batches of the training
+    shard; `sp`: the config's `speed` settings."""
     from expe.data.shards import TokenShard, WindowSampler
 
     set_threads(threads)
     dev = resolve_device(device)
     shard = TokenShard(data_dir, "train")
-    sp = config["speed"]
     builders = {}
-    specs = {}
-    for m in models:
-        spec = C.model_spec(config, m)
-        specs[m] = spec
+    for m, spec in specs.items():
         sampler = WindowSampler(shard, spec["train"]["seq_len"], spec["seed"])
         builders[m] = (lambda spec=spec, sampler=sampler:
                        training_step(spec, shard.vocab_size, dev, lambda t, i: sampler.batch(0, i, t.batch_size)))
     res = interleaved(builders, sp["steps"], sp["warmup"], sp["repeats"], dev, log)
-    for m in models:
+    for m in specs:
         res[m]["processes"] = 1
         res[m]["precision"] = resolve_precision(dev, specs[m]["train"]["precision"])
     return {"device": str(dev), "machine": machine(), "settings": sp, "models": res,
