@@ -336,3 +336,19 @@ def test_the_passkey_plot_draws_the_tables_wilson_intervals_over_the_pooled_tria
     line = fig.axes[0].get_lines()[0]
     assert list(line.get_ydata()) == pytest.approx([0.2, 0.2])  # mean over the seeds at each distance
     plt.close(fig)
+
+
+def test_the_positive_control_reads_every_distance_inside_L_and_never_calls_a_null_result_no_copying():
+    from expe.report.beyond import positive_control_sentence
+    from expe.report.render import Est, Table
+
+    t = Table("retrieval", "t", "c", ["Model", "gain vs", "D=0.25L (inside L)", "D=0.5L (inside L)", "D=1L"])
+    t.add(["A", "control", Est(0.001, 0.004, 3), Est(0.008, 0.002, 3), Est(0.5, 0.1, 3)])  # copies at 0.5L only
+    t.add(["B", "control", Est(-0.01, 0.02, 3), Est(0.0, 0.01, 3), Est(0.5, 0.1, 3)])
+    t.add(["A", "first copy", Est(0.3, 0.1, 3), Est(0.3, 0.1, 3), Est(0.3, 0.1, 3)])
+    (text, _) = positive_control_sentence(t)
+    assert "D=0.25L, D=0.5L" in text and "1 of 2 models" in text and "A +0.008 at D=0.5L" in text
+    assert "For B no interval inside L lies above 0" in text and "0.500" not in text  # beyond L is not the control
+    t.rows[0][3] = Est(0.0, 0.01, 3)
+    (text, _) = positive_control_sentence(t)
+    assert "0 of 2 models" in text and "not evidence of its absence" in text and "copies even" not in text

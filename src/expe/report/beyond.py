@@ -67,8 +67,8 @@ def retrieval_table(df: pd.DataFrame, models: list[str], lab: dict, caption: str
                 "tokens back shows no gain at D.",
                 "Positive control: in a column marked (inside L) the whole window (prefix, both copies and the filler) "
                 "fits in one training window, so a model that copies at all gains there. A model without a gain "
-                "against the control inside L does not copy held-out spans at all; its columns beyond L say nothing "
-                "about extrapolation." if inside else
+                "against the control inside L (an interval that includes 0) shows no evidence of copying held-out spans; "
+                "its columns beyond L say nothing about extrapolation." if inside else
                 "No distance of this run fits one training window: there is no positive control (a model that shows "
                 "no gain may not copy at all); add a distance such as 0.25 to beyond.retrieval.distances.",
                 "Prompts are drawn from each model's training seed: different seeds see different spans."]
@@ -290,24 +290,32 @@ def _cell(t: Table, c) -> str:
 
 
 def positive_control_sentence(r: Table) -> list[str]:
-    """The positive control, read at the shortest distance whose whole probe fits in L: the range of the
-    gains against the control, and which models' 95% intervals lie above 0 (they copy inside L)."""
+    """The positive control, read at every distance whose whole probe fits in L: the range of the gains
+    against the control there, and which models' 95% intervals lie above 0 at one of those distances (they
+    copy inside L). An interval that includes 0 is no evidence either way: it never says "does not copy"."""
     cols = [j for j, c in enumerate(r.columns) if c.endswith("(inside L)")]
-    rows = [row for row in r.rows if row[1] == "control" and cols and isinstance(row[cols[0]], Est) and row[cols[0]].n]
+    rows = [row for row in r.rows if row[1] == "control" and any(isinstance(row[j], Est) and row[j].n for j in cols)]
     if not rows:
         return []
-    j = cols[0]
-    ests = {row[0]: row[j] for row in rows}
-    copies = [m for m, e in ests.items() if e.half is not None and e.mean - e.half > 0]
+    ests = {row[0]: {r.columns[j].split(" ")[0]: row[j] for j in cols if isinstance(row[j], Est) and row[j].n}
+            for row in rows}
+    means = [e.mean for by_col in ests.values() for e in by_col.values()]
+    copies = {m: [(c, e) for c, e in by_col.items() if e.half is not None and e.mean - e.half > 0]
+              for m, by_col in ests.items()}
+    copies = {m: v for m, v in copies.items() if v}
     others = [m for m in ests if m not in copies]
-    text = (f"Positive control ({r.columns[j].split(' ')[0]}: the whole probe inside one training window): gains "
-            f"against the control from {min(e.mean for e in ests.values()):+.3f} to {max(e.mean for e in ests.values()):+.3f} "
-            f"nats/token; {len(copies)} of {len(ests)} models copy a held-out span there (95% interval above 0)"
-            + (f": {', '.join(f'{m} {ests[m].mean:+.3f}' for m in copies)}" if copies else ""))
+    names = [r.columns[j].split(" ")[0] for j in cols]
+    text = (f"Positive control ({', '.join(names)}: the whole probe inside one training window): gains against the "
+            f"control from {min(means):+.3f} to {max(means):+.3f} nats/token; {len(copies)} of {len(ests)} models copy "
+            f"a held-out span there (95% interval above 0 at {'one of these distances' if len(names) > 1 else 'it'})"
+            + (": " + ", ".join(f"{m} " + " and ".join(f"{e.mean:+.3f} at {c}" for c, e in v) for m, v in copies.items())
+               if copies else ""))
     if not copies:
-        text += ". No model copies even inside L, so no column beyond L can show whether a model extrapolates"
+        text += (". No interval lies above 0 inside L (no evidence of copying, which is not evidence of its absence), "
+                 "so no column beyond L can show whether a model extrapolates")
     elif others:
-        text += f". {', '.join(others)} do not copy even inside L: their columns beyond L cannot show whether they extrapolate"
+        text += (f". For {', '.join(others)} no interval inside L lies above 0: their columns beyond L cannot show "
+                 "whether they extrapolate")
     return [text + ".", ""]
 
 

@@ -487,9 +487,10 @@ def summary(tables: dict[str, Table], config: dict, chance: dict[str, float]) ->
         pos = [i for i, c in enumerate(cols) if c.startswith(SHORT["far position"])]
         dist = [i for i, c in enumerate(cols) if c.startswith(SHORT["far distance"])]
         lines += [f"**{task}** (`recall/{task}.md`; chance {chance.get(task, float('nan')):.3f}): accuracy "
-                  f"in distribution (inside L) | at far positions ({', '.join(cols[i].split(' ')[-1] for i in pos)}) | "
-                  f"at far distances ({', '.join(cols[i].split(' ')[-1] for i in dist)}); mean ± 95% t over the "
-                  "seeds that learned:", ""]
+                  f"in distribution (inside L; mean ± 95% t over all seeds) | at far positions "
+                  f"({', '.join(cols[i].split(' ')[-1] for i in pos)}) | at far distances "
+                  f"({', '.join(cols[i].split(' ')[-1] for i in dist)}); the far cells: mean ± 95% t over the seeds "
+                  "that learned:", ""]
         for row in t.rows:
             far = [row[i] for i in pos + dist]
             if all(isinstance(c, str) and c.startswith("not learned") for c in far):
