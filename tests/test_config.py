@@ -89,11 +89,18 @@ def test_a_bad_seeds_list_says_what_is_wrong_with_it(seeds, message):
     assert str(e.value).startswith(message)
 
 
-def test_command_line_values_inside_a_list_or_mapping_are_read_as_yaml_scalars():
-    # what Snakemake hands over for --config 'seeds=[1,2]' 'train={lr: 3e-4, compile: true}' run_name=x
+def test_command_line_values_are_read_as_the_schema_wants_them():
+    # what Snakemake hands over for --config 'seeds=[1,2]' 'train={lr: 3e-4, compile: true}' run_name=x ...
     given = {"seeds": ["1", "2"], "train": {"lr": "3e-4", "compile": "true", "precision": "fp32"}, "run_name": "x",
              "eval": {"multiples": ["1", "2"], "max_tokens": "null"}}
     assert C.command_line_values(given) == {"seeds": [1, 2], "train": {"lr": 3e-4, "compile": True, "precision": "fp32"},
                                             "run_name": "x", "eval": {"multiples": [1, 2], "max_tokens": None}}
+    # text stays text where the schema takes text, whatever it looks like; top-level words are read too
+    given = {"data": {"path": "2024"}, "beyond": {"bf16_training": ["no"]}, "run_name": 2024, "seeds": "null",
+             "download_locally": "false", "models": {"no": {"architecture": "cpu-small", "pe": {"name": "nope"}}}}
+    assert C.command_line_values(given) == {
+        "data": {"path": "2024"}, "beyond": {"bf16_training": ["no"]}, "run_name": "2024", "seeds": None,
+        "download_locally": False, "models": {"no": {"architecture": "cpu-small", "pe": {"name": "nope"}}}}
+    assert C.command_line_values({"modles": {"x": "1"}}) == {"modles": {"x": "1"}}  # unknown: validation names it
     smoke = C.read_yaml(REPO / "config" / "smoke.yaml")
     assert C.validate(C.deep_merge(smoke, C.command_line_values({"seeds": ["1", "2"]})))["seeds"] == [1, 2]

@@ -348,6 +348,7 @@ def test_the_positive_control_reads_every_distance_inside_L_and_never_calls_a_nu
     t.add(["A", "first copy", Est(0.3, 0.1, 3), Est(0.3, 0.1, 3), Est(0.3, 0.1, 3)])
     (text, _) = positive_control_sentence(t)
     assert "D=0.25L, D=0.5L" in text and "1 of 2 models" in text and "A +0.008 at D=0.5L" in text
+    assert "by chance with probability up to 5%" in text  # two one-sided 2.5% tests per model
     assert "For B no interval inside L lies above 0" in text and "0.500" not in text  # beyond L is not the control
     t.rows[0][3] = Est(0.0, 0.01, 3)
     (text, _) = positive_control_sentence(t)

@@ -32,7 +32,8 @@ try:
     PLAN = Plan(config)
     from expe.data.sources import local_source_files
 
-    SOURCE_FILES = local_source_files(config["data"])  # a wrong data.path: one line, before any job
+    if workflow.is_main_process:  # a wrong data.path: one line, before any job (not in each cluster job,
+        local_source_files(config["data"])  # which reads this file again on a node that may not see it)
 except (ConfigError, DataError) as e:
     sys.exit(f"config error: {e}")
 
@@ -75,7 +76,10 @@ def model_dir(w):
 
 def source_files(wildcards):
     """A local corpus is an input: adding or editing its files reruns the data steps."""
-    return SOURCE_FILES
+    try:
+        return local_source_files(config["data"])
+    except DataError as e:
+        raise WorkflowError(f"config error: {e}")
 
 
 onstart:

@@ -102,9 +102,15 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def command_line_values(config: dict[str, Any]) -> dict[str, Any]:
-    """Snakemake's `--config key=value` reads a list or mapping with YAML's BaseLoader, so every value in
-    it is text (`--config 'seeds=[1,2]'` gives ['1', '2']); read each such text as a YAML scalar, the way
-    a --configfile is read (numbers, true/false, null), and keep the rest as text."""
+    """Snakemake's `--config key=value` hands over text where the schema wants something else: every value
+    inside a list or mapping (YAML's BaseLoader: `--config 'seeds=[1,2]'` gives ['1', '2']), and words
+    such as null or false at the top. Where the schema does not accept text at a key, read the text as a
+    YAML scalar (a number, true/false, null); where it accepts only text, a number Snakemake made of it
+    (`run_name=2024`) becomes text again. Everything else is left for validation to judge."""
+    from expe.config.schema import accepted_types, schema
+
+    sch = schema()
+
     def scalar(text: str) -> Any:
         try:
             value = yaml.load(text, Loader=_StrictLoader)
@@ -112,14 +118,21 @@ def command_line_values(config: dict[str, Any]) -> dict[str, Any]:
             return text
         return value if value is None or isinstance(value, (bool, int, float)) else text
 
-    def walk(x: Any) -> Any:
+    def walk(x: Any, path: tuple) -> Any:
         if isinstance(x, dict):
-            return {k: walk(v) for k, v in x.items()}
+            return {k: walk(v, path + (k,)) for k, v in x.items()}
         if isinstance(x, list):
-            return [walk(v) for v in x]
-        return scalar(x) if isinstance(x, str) else x
+            return [walk(v, path + (i,)) for i, v in enumerate(x)]
+        types = accepted_types(path, sch)
+        if types is None:
+            return x
+        if isinstance(x, str) and "string" not in types:
+            return scalar(x)
+        if isinstance(x, int) and not isinstance(x, bool) and types == {"string"}:
+            return str(x)
+        return x
 
-    return {k: walk(v) if isinstance(v, (dict, list)) else v for k, v in config.items()}
+    return walk(config, ())
 
 
 def dumps(obj: Any) -> str:

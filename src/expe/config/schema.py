@@ -122,6 +122,57 @@ def check(config: Any, only: tuple[str, ...] | None = None) -> dict[str, Any]:
     return config
 
 
+def _alternatives(sch: dict[str, Any], node: Any) -> list[dict[str, Any]]:
+    """`node` with its $ref resolved and its oneOf / anyOf expanded: the schemas a value there may follow."""
+    out, todo = [], [node]
+    while todo:
+        n = todo.pop()
+        if not isinstance(n, dict):
+            continue
+        if "$ref" in n:
+            n = {**sch["definitions"][n["$ref"].split("/")[-1]], **{k: v for k, v in n.items() if k != "$ref"}}
+        alts = n.get("oneOf", []) + n.get("anyOf", [])
+        if alts:
+            base = {k: v for k, v in n.items() if k not in ("oneOf", "anyOf")}
+            todo += [{**base, **a} for a in alts]
+        else:
+            out.append(n)
+    return out
+
+
+JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number", type(None): "null",
+              list: "array", dict: "object"}
+
+
+def accepted_types(path: tuple, sch: dict[str, Any] | None = None) -> set[str] | None:
+    """The JSON types the schema accepts at `path` (keys and list indices, e.g. ("seeds", 0)); None where
+    it does not constrain the type or does not know the key (validation then says what is wrong)."""
+    sch = sch or schema()
+    nodes = _alternatives(sch, sch)
+    for key in path:
+        nxt = []
+        for n in nodes:
+            if isinstance(key, int):
+                child = n.get("items")
+            else:
+                child = n.get("properties", {}).get(key, n.get("additionalProperties"))
+            nxt += _alternatives(sch, child)
+        nodes = nxt
+        if not nodes:
+            return None
+    types: set[str] = set()
+    for n in nodes:
+        if "enum" in n:
+            types |= {JSON_TYPES.get(type(e), "string") for e in n["enum"]}
+        elif "type" in n:
+            types |= set(n["type"] if isinstance(n["type"], list) else [n["type"]])
+        else:
+            return None
+    if "number" in types:
+        types.add("integer")
+    return types
+
+
 def node(dotted: str) -> dict[str, Any]:
     """The schema of one key of the file, e.g. 'eval.multiples' or 'train.lr' ($refs followed)."""
     sch = _file()

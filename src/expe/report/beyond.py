@@ -292,7 +292,9 @@ def _cell(t: Table, c) -> str:
 def positive_control_sentence(r: Table) -> list[str]:
     """The positive control, read at every distance whose whole probe fits in L: the range of the gains
     against the control there, and which models' 95% intervals lie above 0 at one of those distances (they
-    copy inside L). An interval that includes 0 is no evidence either way: it never says "does not copy"."""
+    copy inside L; with k distances a model that copies nothing passes by chance with probability up to
+    1 - 0.975^k, which the sentence states). An interval that includes 0 is no evidence either way: it never
+    says "does not copy"."""
     cols = [j for j, c in enumerate(r.columns) if c.endswith("(inside L)")]
     rows = [row for row in r.rows if row[1] == "control" and any(isinstance(row[j], Est) and row[j].n for j in cols)]
     if not rows:
@@ -307,7 +309,9 @@ def positive_control_sentence(r: Table) -> list[str]:
     names = [r.columns[j].split(" ")[0] for j in cols]
     text = (f"Positive control ({', '.join(names)}: the whole probe inside one training window): gains against the "
             f"control from {min(means):+.3f} to {max(means):+.3f} nats/token; {len(copies)} of {len(ests)} models copy "
-            f"a held-out span there (95% interval above 0 at {'one of these distances' if len(names) > 1 else 'it'})"
+            f"a held-out span there (95% interval above 0 at {'one of these distances' if len(names) > 1 else 'it'}"
+            + (f"; each a one-sided 2.5% test, so a model that copies nothing passes by chance with probability "
+               f"up to {1 - 0.975 ** len(names):.0%}" if len(names) > 1 else "") + ")"
             + (": " + ", ".join(f"{m} " + " and ".join(f"{e.mean:+.3f} at {c}" for c, e in v) for m, v in copies.items())
                if copies else ""))
     if not copies:
