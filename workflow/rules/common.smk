@@ -10,15 +10,16 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 from expe import config as C
+from expe.data.sources import local_source_files
 from expe.errors import ConfigError, DataError
 from expe.io import write_json
 from expe.workflow import Plan
 
 # The --configfile(s) read by our strict reader (a duplicate key names its file and line; 3e-4 is a
-# number), then the --config overrides on top (the values inside a list or mapping, which Snakemake
-# hands over as text, read as YAML scalars); a config without model entries (none given, or a partial
-# file) goes on top of the offline default. (Snakemake's own `configfile:` directive would be
-# deep-merged with a --configfile, mixing two configs.)
+# number), then the --config overrides on top (where the schema wants a number, a boolean or null, the
+# text Snakemake hands over is read as YAML would: C.command_line_values); a config without model
+# entries (none given, or a partial file) goes on top of the offline default. (Snakemake's own
+# `configfile:` directive would be deep-merged with a --configfile, mixing two configs.)
 try:
     _merged = {}
     for _f in workflow.overwrite_configfiles or []:
@@ -30,10 +31,9 @@ try:
     config.update(_merged)
     C.validate(config)  # fills the defaults of the schema (src/expe/config/schema.yaml)
     PLAN = Plan(config)
-    from expe.data.sources import local_source_files
-
-    if workflow.is_main_process:  # a wrong data.path: one line, before any job (not in each cluster job,
-        local_source_files(config["data"])  # which reads this file again on a node that may not see it)
+    # a wrong data.path: one line, before any job; not in each cluster job, which reads this file again
+    # on a node that may not see the corpus (there the data steps' input function lists it)
+    SOURCE_FILES = local_source_files(config["data"]) if workflow.is_main_process else None
 except (ConfigError, DataError) as e:
     sys.exit(f"config error: {e}")
 
@@ -75,7 +75,10 @@ def model_dir(w):
 
 
 def source_files(wildcards):
-    """A local corpus is an input: adding or editing its files reruns the data steps."""
+    """A local corpus is an input: adding or editing its files reruns the data steps (listed once per
+    process: the main one at start-up)."""
+    if SOURCE_FILES is not None:
+        return SOURCE_FILES
     try:
         return local_source_files(config["data"])
     except DataError as e:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 def cmd_validate(args):
     from expe import config as C
-
     from expe.data.sources import local_source_files
 
     cfg = C.load(args.config)

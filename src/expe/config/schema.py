@@ -122,6 +122,13 @@ def check(config: Any, only: tuple[str, ...] | None = None) -> dict[str, Any]:
     return config
 
 
+def _deref(sch: dict[str, Any], n: dict[str, Any]) -> dict[str, Any]:
+    """`n` with its $ref (to the schema's definitions) followed, its own keys on top."""
+    while "$ref" in n:
+        n = {**sch["definitions"][n["$ref"].split("/")[-1]], **{k: v for k, v in n.items() if k != "$ref"}}
+    return n
+
+
 def _alternatives(sch: dict[str, Any], node: Any) -> list[dict[str, Any]]:
     """`node` with its $ref resolved and its oneOf / anyOf expanded: the schemas a value there may follow."""
     out, todo = [], [node]
@@ -129,8 +136,7 @@ def _alternatives(sch: dict[str, Any], node: Any) -> list[dict[str, Any]]:
         n = todo.pop()
         if not isinstance(n, dict):
             continue
-        if "$ref" in n:
-            n = {**sch["definitions"][n["$ref"].split("/")[-1]], **{k: v for k, v in n.items() if k != "$ref"}}
+        n = _deref(sch, n)
         alts = n.get("oneOf", []) + n.get("anyOf", [])
         if alts:
             base = {k: v for k, v in n.items() if k not in ("oneOf", "anyOf")}
@@ -179,8 +185,7 @@ def node(dotted: str) -> dict[str, Any]:
     cur: dict[str, Any] = {"properties": sch["properties"]}
     for part in dotted.split("."):
         cur = cur["properties"][part]
-        while "$ref" in cur:
-            cur = {**sch["definitions"][cur["$ref"].split("/")[-1]], **{k: v for k, v in cur.items() if k != "$ref"}}
+        cur = _deref(sch, cur)
     return cur
 
 
