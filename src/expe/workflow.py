@@ -36,6 +36,30 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(C.dumps(obj).encode()).hexdigest()[:12]
 
 
+# Snakemake's default for --max-jobs-per-timespan: (jobs, seconds)
+SNAKEMAKE_DEFAULT_JOB_RATE = (100, 1)
+
+
+def drop_default_job_rate_limit(workflow) -> bool:
+    """Run Snakemake's scheduler without its default job rate limit (--max-jobs-per-timespan 100/1s).
+
+    With the limit, Snakemake 9 (9.27.1 here) starts a `threading.Timer(1 s)` after every scheduling
+    round in which a ready job waits, and each timer, when it fires, runs another round, which starts
+    the next timer. Every finished job adds such a round, so while jobs wait for cores the timers pile
+    up: after N jobs, N rounds a second, each evaluating every ready job and the sizes of their inputs.
+    In the default run on 2 cores the Snakemake process took about half a core from the jobs
+    (bench/snakemake_overhead.py measures it). The limit throttles nothing this workflow needs: local
+    runs are bounded by --cores, cluster runs by `jobs:`. A limit the user sets (any value but 100/1s)
+    is kept. Called from `onstart:`, the first moment the scheduler exists and before it selects a
+    job (the settings are read when it is built, after the Snakefile). Returns whether it was dropped."""
+    scheduler = getattr(workflow, "scheduler", None)
+    limiter = getattr(scheduler, "job_rate_limiter", None)
+    if limiter is None or (limiter.max_jobs, limiter.timespan) != SNAKEMAKE_DEFAULT_JOB_RATE:
+        return False
+    scheduler.job_rate_limiter = None
+    return True
+
+
 class Plan:
     """Paths, job settings and targets of one validated config."""
 

@@ -13,7 +13,7 @@ from expe import config as C
 from expe.data.sources import local_source_files
 from expe.errors import ConfigError, DataError
 from expe.io import write_json
-from expe.workflow import Plan
+from expe.workflow import Plan, drop_default_job_rate_limit
 
 # The --configfile(s) read by our strict reader (a duplicate key names its file and line; 3e-4 is a
 # number), then the --config overrides on top (where the schema wants a number, a boolean or null, the
@@ -86,6 +86,9 @@ def source_files(wildcards):
 
 
 onstart:
+    # Snakemake's default job rate limit (100 starts per 1 s) makes its scheduler wake up once a second
+    # per finished job while others wait: half a core of the 2 taken from the jobs (expe/workflow.py).
+    drop_default_job_rate_limit(workflow)
     # Checks that need the machine the jobs run on: only for local runs (a cluster's nodes differ
     # from the submitting host). One line, before any job runs, and nothing is deleted.
     if workflow.local_exec and not workflow.dryrun:
