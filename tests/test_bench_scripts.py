@@ -58,3 +58,12 @@ def test_mkl_vml_race_runs_both_arms_and_counts_every_process():
     bad = subprocess.run([sys.executable, str(ROOT / "bench" / "mkl_vml_race.py"), "--spec", "x.json"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--spec and --data go together" in bad.stderr
+
+
+def test_snakemake_overhead_runs_both_arms():
+    """bench/snakemake_overhead.py (docs/performance.md): one repeat of a tiny workflow per arm."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "snakemake_overhead.py"), "--jobs", "6", "--cores", "1",
+                        "--work", "0.05", "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    medians = [ln for ln in r.stdout.splitlines() if ln.startswith("    ") or ln.startswith("  ") and "x" in ln]
+    assert any("default (100/1s): wall" in ln for ln in medians) and any("no limit: wall" in ln for ln in medians)
