@@ -13,8 +13,8 @@ This script runs the same synthetic workflow (N jobs of fixed CPU work, all read
 --cores C) with Snakemake's default and with the default limit dropped as the package's workflow
 does (`expe.workflow.drop_default_job_rate_limit`, arm "no limit"), and optionally with other
 `--max-jobs-per-timespan` values (--settings; a long timespan is no way out: Snakemake waits for
-its last timer before it exits), alternated in fresh Snakemake processes, and prints per run: the wall time, the Snakemake process's own CPU seconds
-(sampled from /proc every 0.2 s) and its largest thread count.
+its last timer before it exits), alternated in fresh Snakemake processes, and prints per run: the
+wall time, the Snakemake process's own CPU seconds (sampled every 0.2 s) and its largest thread count.
 
     python bench/snakemake_overhead.py [--jobs 120] [--cores 2] [--work 0.5] [--repeats 3] [--settings 1000/10s]
 """
@@ -31,6 +31,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import psutil  # a Snakemake dependency
 
 from expe.training.speed import machine
 
@@ -51,13 +53,6 @@ rule work:
 """
 
 
-def cpu_seconds_and_threads(pid: int) -> tuple[float, int]:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks, int(fields[17])
-
-
 def run_once(workdir: Path, cores: int, setting: str | None) -> dict:
     env = dict(os.environ, BENCH_DROP_LIMIT="1" if setting == "no limit" else "0")
     for p in (workdir / "out").glob("*"):
@@ -68,14 +63,16 @@ def run_once(workdir: Path, cores: int, setting: str | None) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     seen = {"cpu": 0.0, "threads": 0}
+    watched = psutil.Process(proc.pid)
 
     def sample():
         while proc.poll() is None:
             try:
-                cpu, threads = cpu_seconds_and_threads(proc.pid)
-            except (FileNotFoundError, ProcessLookupError, IndexError):
+                with watched.oneshot():
+                    t, threads = watched.cpu_times(), watched.num_threads()
+            except psutil.Error:  # it exited between the poll and the read
                 break
-            seen["cpu"], seen["threads"] = cpu, max(seen["threads"], threads)
+            seen["cpu"], seen["threads"] = t.user + t.system, max(seen["threads"], threads)
             time.sleep(0.2)
 
     watcher = threading.Thread(target=sample, daemon=True)
